@@ -1,0 +1,162 @@
+import fc from 'fast-check';
+import { Lane, Scheduler, type Job } from '../../lib/scheduler';
+
+/** A job that records when it starts; the test releases it by hand. */
+class TestJob implements Job {
+  nextJob: Job | null = null;
+  prevJob: Job | null = null;
+  queued = false;
+  started = false;
+  constructor(
+    readonly lane: Lane,
+    readonly label: string,
+    private readonly log: string[],
+  ) {}
+  start(): void {
+    this.started = true;
+    this.log.push(this.label);
+  }
+}
+
+function setup(concurrency: number, perRequest: number, maxQueue: number) {
+  const scheduler = new Scheduler(concurrency, perRequest, maxQueue);
+  const log: string[] = [];
+  let id = 0;
+  const lane = (arrival: number) => new Lane(arrival, id++);
+  const job = (l: Lane, label: string) => new TestJob(l, label, log);
+  return { scheduler, log, lane, job };
+}
+
+describe('Scheduler', () => {
+  it('starts a job at once while a slot is free', () => {
+    const { scheduler, lane, job } = setup(2, 2, 10);
+    const a = lane(1);
+    const j = job(a, 'a1');
+    expect(scheduler.submit(a, j)).toBe('started');
+    expect(j.started).toBe(true);
+    expect(scheduler.running).toBe(1);
+  });
+
+  it('never runs more than `concurrency` jobs process-wide nor `perRequest` per lane', () => {
+    const { scheduler, lane, job } = setup(3, 2, 100);
+    const lanes = [lane(1), lane(2), lane(3)];
+    for (const l of lanes) for (let i = 0; i < 4; i++) scheduler.submit(l, job(l, `x`));
+    expect(scheduler.running).toBe(3);
+    expect(scheduler.queued).toBe(9);
+    for (const l of lanes) expect(l.running).toBeLessThanOrEqual(2);
+  });
+
+  it('sheds when the queue is full, and only then', () => {
+    const { scheduler, lane, job } = setup(1, 1, 2);
+    const a = lane(1);
+    expect(scheduler.submit(a, job(a, 'a1'))).toBe('started');
+    expect(scheduler.submit(a, job(a, 'a2'))).toBe('queued');
+    expect(scheduler.submit(a, job(a, 'a3'))).toBe('queued');
+    expect(scheduler.submit(a, job(a, 'a4'))).toBe('shed');
+    expect(scheduler.queued).toBe(2);
+  });
+
+  it('gives a freed slot to the oldest request, not to the one that freed it or the last to ask', () => {
+    const { scheduler, log, lane, job } = setup(2, 2, 100);
+    const old = lane(1);
+    const young = lane(2);
+    scheduler.submit(old, job(old, 'old1'));
+    scheduler.submit(old, job(old, 'old2'));
+    scheduler.submit(young, job(young, 'young1'));
+    scheduler.submit(old, job(old, 'old3'));
+    expect(log).toEqual(['old1', 'old2']);
+    scheduler.release(old); // old has a free per-request slot again and is older: it goes first
+    expect(log).toEqual(['old1', 'old2', 'old3']);
+    scheduler.release(old);
+    expect(log).toEqual(['old1', 'old2', 'old3', 'young1']);
+  });
+
+  it('serves requests in arrival order even when a younger one queued first', () => {
+    const { scheduler, log, lane, job } = setup(1, 4, 100);
+    const first = lane(10);
+    const blocker = lane(1);
+    const older = lane(5);
+    scheduler.submit(blocker, job(blocker, 'blocker'));
+    scheduler.submit(first, job(first, 'arrived-later'));
+    scheduler.submit(older, job(older, 'arrived-earlier'));
+    scheduler.release(blocker);
+    scheduler.release(older);
+    expect(log).toEqual(['blocker', 'arrived-earlier', 'arrived-later']);
+  });
+
+  it('drops a cancelled job from the queue so it never starts', () => {
+    const { scheduler, lane, job } = setup(1, 1, 10);
+    const a = lane(1);
+    const b = lane(2);
+    scheduler.submit(a, job(a, 'a'));
+    const queued = job(b, 'b');
+    scheduler.submit(b, queued);
+    scheduler.cancel(b, queued);
+    expect(scheduler.queued).toBe(0);
+    scheduler.release(a);
+    expect(queued.started).toBe(false);
+    expect(scheduler.running).toBe(0);
+  });
+
+  it('resolves idle() once nothing runs or waits', async () => {
+    const { scheduler, lane, job } = setup(1, 1, 10);
+    const a = lane(1);
+    scheduler.submit(a, job(a, 'a1'));
+    scheduler.submit(a, job(a, 'a2'));
+    let idle = false;
+    const waiting = scheduler.idle().then(() => (idle = true));
+    scheduler.release(a);
+    await Promise.resolve();
+    expect(idle).toBe(false);
+    scheduler.release(a);
+    await waiting;
+    expect(idle).toBe(true);
+  });
+
+  it('keeps its bounds and accounting under any sequence of submit, cancel and release', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 0, max: 6 }),
+        fc.array(fc.tuple(fc.constantFrom('submit', 'release', 'cancel'), fc.integer({ min: 0, max: 3 })), {
+          maxLength: 80,
+        }),
+        (concurrency, perRequest, maxQueue, ops) => {
+          const { scheduler, lane, job } = setup(concurrency, perRequest, maxQueue);
+          const lanes = [lane(0), lane(1), lane(2), lane(3)];
+          const jobs: TestJob[] = [];
+          const released = new Set<TestJob>();
+          for (const [op, i] of ops) {
+            const l = lanes[i]!;
+            if (op === 'submit') {
+              const j = job(l, 'j');
+              if (scheduler.submit(l, j) !== 'shed') jobs.push(j);
+            } else if (op === 'release') {
+              const j = jobs.find((x) => x.lane === l && x.started && !released.has(x));
+              if (j) {
+                released.add(j);
+                scheduler.release(l);
+              }
+            } else {
+              const j = jobs.find((x) => x.lane === l && x.queued);
+              if (j) scheduler.cancel(l, j);
+            }
+            const running = jobs.filter((x) => x.started && !released.has(x));
+            expect(scheduler.running).toBe(running.length);
+            expect(scheduler.running).toBeLessThanOrEqual(concurrency);
+            expect(scheduler.queued).toBe(jobs.filter((x) => x.queued).length);
+            expect(scheduler.queued).toBeLessThanOrEqual(maxQueue);
+            for (const x of lanes) {
+              expect(x.running).toBe(running.filter((j) => j.lane === x).length);
+              expect(x.running).toBeLessThanOrEqual(perRequest);
+            }
+            // Work-conserving: a free slot never sits beside an eligible waiting job.
+            const eligible = lanes.some((x) => x.waiting > 0 && x.running < perRequest);
+            expect(eligible && scheduler.running < concurrency).toBe(false);
+          }
+        },
+      ),
+    );
+  });
+});

@@ -1,0 +1,10 @@
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/__tests__'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
+  moduleNameMapper: { '^express-fanout$': '<rootDir>/lib/index.ts' },
+  // Timing tests assert tolerance windows, never exact numbers; the machine is small and shared.
+  testTimeout: 20000,
+};

@@ -1,0 +1,190 @@
+import { performance } from 'node:perf_hooks';
+import { BudgetExceededError, FanoutError, SiblingFailedError, TaskFailedError } from './errors';
+import type { Scope } from './scope';
+import type { TaskDef } from './task-def';
+import { TaskRun } from './task';
+import type { Settled, TaskStatus } from './types';
+
+export type Mode = 'all' | 'settle';
+
+/**
+ * One `all()`, `settle()` or `run()` call: its tasks, their `after` wiring, its deadline and how it ends.
+ * In `all` mode the first required failure aborts the siblings and rejects the call; in `settle` mode every
+ * task runs to its own end.
+ */
+export class Call {
+  readonly tasks: TaskRun[];
+  readonly deadline: number;
+  /** The budget that bounds this call when it is tighter than the request's, for error messages. */
+  readonly budgetMs: number | undefined;
+  readonly promise: Promise<unknown>;
+  private resolve!: (value: unknown) => void;
+  private reject!: (error: unknown) => void;
+  private remaining: number;
+  private done = false;
+  /** Set while many tasks are settled at once (deadline, disconnect, fail-fast), so each is not judged alone. */
+  private bulk = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly scope: Scope,
+    defs: readonly TaskDef[],
+    readonly mode: Mode,
+    budgetMs: number | undefined,
+  ) {
+    this.promise = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    let deadline = scope.deadlineAt;
+    if (budgetMs !== undefined && performance.now() + budgetMs < deadline) {
+      deadline = performance.now() + budgetMs;
+      this.budgetMs = budgetMs;
+      this.timer = setTimeout(onCallDeadline, budgetMs, this);
+      this.timer.unref();
+    }
+    this.deadline = deadline;
+    const tasks = (this.tasks = new Array<TaskRun>(defs.length));
+    for (let i = 0; i < defs.length; i++) tasks[i] = new TaskRun(this, defs[i]!);
+    for (let i = 0; i < defs.length; i++) {
+      const task = tasks[i]!;
+      for (const dep of defs[i]!.after) {
+        task.deps.push(tasks[dep]!);
+        tasks[dep]!.dependents.push(task);
+      }
+      task.pendingDeps = task.deps.length;
+    }
+    this.remaining = tasks.length;
+  }
+
+  /** Submits the tasks that depend on nothing. Separate from the constructor so the call is tracked first. */
+  begin(): void {
+    if (this.remaining === 0) return this.finish();
+    for (const task of this.tasks) if (task.pendingDeps === 0) task.submit();
+  }
+
+  onTaskSettled(task: TaskRun): void {
+    this.remaining--;
+    const ok = applyFallback(task);
+    if (this.bulk) return;
+    if (ok) {
+      for (const dependent of task.dependents) {
+        if (--dependent.pendingDeps === 0) {
+          dependent.results = valuesOf(dependent.deps);
+          dependent.submit();
+        }
+      }
+    } else if (this.mode === 'all') {
+      return this.failFast(failureOf(task));
+    } else {
+      for (const dependent of task.dependents) {
+        dependent.settle(
+          'rejected',
+          new TaskFailedError(dependent.name, task.error, `not run: its dependency \`${task.name}\` failed`),
+        );
+      }
+    }
+    if (this.remaining === 0) this.finish();
+  }
+
+  /**
+   * Ends every unsettled task at once with `status` (the deadline passed, the client left, the response was
+   * sent). In `all` mode the call rejects with `callError` naming every required task that did not make it.
+   */
+  expire(
+    status: TaskStatus,
+    taskError: (name: string) => unknown,
+    callError: (names: string[]) => FanoutError,
+  ): void {
+    if (this.done) return;
+    this.bulk = true;
+    const missed: string[] = [];
+    for (const task of this.tasks) {
+      if (task.state === 'settled') continue;
+      task.settle(status, taskError(task.name));
+      if (!task.usedFallback) missed.push(task.name);
+    }
+    this.bulk = false;
+    this.finish(this.mode === 'all' && missed.length > 0 ? callError(missed) : undefined);
+  }
+
+  private failFast(error: FanoutError): void {
+    this.bulk = true;
+    for (const task of this.tasks) {
+      if (task.state !== 'settled') task.settle('aborted', new SiblingFailedError(task.name, error));
+    }
+    this.bulk = false;
+    this.finish(error);
+  }
+
+  private finish(error?: FanoutError): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.scope.untrack(this);
+    if (error) return this.reject(error);
+    const out: Record<string, unknown> = {};
+    if (this.mode === 'all') for (const task of this.tasks) out[task.name] = task.value;
+    else for (const task of this.tasks) out[task.name] = settledOf(task);
+    this.resolve(out);
+  }
+}
+
+function onCallDeadline(call: Call): void {
+  const budgetMs = call.budgetMs!;
+  call.expire(
+    'timeout',
+    (name) => new BudgetExceededError([name], budgetMs),
+    (names) => new BudgetExceededError(names, budgetMs),
+  );
+}
+
+/** Uses the fallback of a task that did not fulfil; false when the task has no value to give. */
+function applyFallback(task: TaskRun): boolean {
+  if (task.status === 'fulfilled') return true;
+  const { def } = task;
+  if (!def.hasFallback) return false;
+  try {
+    task.value =
+      typeof def.fallback === 'function'
+        ? (def.fallback as (e: unknown) => unknown)(task.error)
+        : def.fallback;
+    task.usedFallback = true;
+    return true;
+  } catch (error) {
+    task.fallbackThrew = true;
+    task.error = error;
+    return false;
+  }
+}
+
+/** The error an `all()` rejects with when this required task fails. */
+function failureOf(task: TaskRun): FanoutError {
+  if (task.fallbackThrew) return new TaskFailedError(task.name, task.error, 'failed and its fallback threw');
+  if (task.status === 'rejected') {
+    return task.error instanceof TaskFailedError && task.error.tasks[0] === task.name
+      ? task.error
+      : new TaskFailedError(task.name, task.error);
+  }
+  return task.error instanceof FanoutError ? task.error : new TaskFailedError(task.name, task.error);
+}
+
+function valuesOf(tasks: readonly TaskRun[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const task of tasks) out[task.name] = task.value;
+  return out;
+}
+
+function settledOf(task: TaskRun): Settled<unknown> {
+  const out: Settled<unknown> = { status: task.status!, ms: round(task.settledAt - task.submittedAt) };
+  if (task.status === 'fulfilled' || task.usedFallback) out.value = task.value;
+  if (task.status !== 'fulfilled') out.error = task.error;
+  return out;
+}
+
+export function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

@@ -1,0 +1,37 @@
+export { fanout } from './middleware';
+export { gather, type GatherOptions } from './gather';
+export {
+  FanoutError,
+  BudgetExceededError,
+  TaskFailedError,
+  OverloadedError,
+  ClientClosedError,
+  SiblingFailedError,
+  WorkerCrashedError,
+  WorkerScriptError,
+} from './errors';
+export type {
+  FanoutOptions,
+  WorkerOptions,
+  FanoutMiddleware,
+  Fanout,
+  FanoutStats,
+  WorkerStats,
+  CallOptions,
+  Task,
+  TaskFn,
+  TaskSpec,
+  Tasks,
+  TaskContext,
+  TaskStatus,
+  TaskEvent,
+  TaskTiming,
+  TaskValue,
+  Results,
+  Settled,
+  SettledResults,
+  WorkerMethods,
+  WorkerMethodName,
+  WorkerArgs,
+  WorkerResult,
+} from './types';

@@ -1,0 +1,163 @@
+import type { FanoutOptions, TaskEvent } from './types';
+import { resolveWorkerOptions, type ResolvedWorkerOptions } from './workers';
+
+/** Options after validation, with every default applied. Internal. */
+export interface ResolvedOptions {
+  budgetMs: number;
+  maxBudgetMs: number;
+  /** Lower-cased header name, or `false`. */
+  budgetHeader: string | false;
+  concurrency: number;
+  perRequest: number;
+  maxQueue: number;
+  graceMs: number;
+  serverTiming: boolean;
+  workers: ResolvedWorkerOptions | false;
+  onTask: ((event: TaskEvent) => void) | undefined;
+}
+
+/** setTimeout fires at once above this; no budget or timeout may exceed it. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+const KNOWN: readonly (keyof FanoutOptions)[] = [
+  'budgetMs',
+  'maxBudgetMs',
+  'budgetHeader',
+  'concurrency',
+  'perRequest',
+  'maxQueue',
+  'graceMs',
+  'serverTiming',
+  'workers',
+  'onTask',
+];
+
+export function describe(value: unknown): string {
+  let shown: string;
+  try {
+    shown = typeof value === 'function' ? `[Function ${value.name || 'anonymous'}]` : String(value);
+  } catch {
+    shown = Object.prototype.toString.call(value);
+  }
+  return `\`${shown}\` (${value === null ? 'null' : typeof value})`;
+}
+
+/** Throws ``Expected `name` to be an integer >= min, got `value` (type)``; returns the value otherwise. */
+export function integer(name: string, value: unknown, min: number, max = MAX_TIMER_MS): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new TypeError(`Expected \`${name}\` to be an integer ${range}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** The closest of `candidates` to `word`, if it is close enough to be a likely typo. */
+export function didYouMean(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
+  for (const candidate of candidates) {
+    const d = distance(word.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let previous = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const current = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
+      previous = current;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** Throws on a key that is not in `known`, suggesting the closest one. */
+export function rejectUnknown(object: object, known: readonly string[], prefix = ''): void {
+  for (const key of Object.keys(object)) {
+    if (known.includes(key)) continue;
+    const guess = didYouMean(key, known);
+    throw new TypeError(
+      `Unknown option \`${prefix}${key}\`.` +
+        (guess ? ` Did you mean \`${prefix}${guess}\`?` : '') +
+        ` Known options: ${known.map((k) => prefix + k).join(', ')}`,
+    );
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Validates `fanout()`'s options once, at factory time. */
+export function resolveOptions(input: unknown): ResolvedOptions {
+  if (input === undefined) input = {};
+  if (!isPlainObject(input)) {
+    throw new TypeError(`Expected the options of \`fanout()\` to be a plain object, got ${describe(input)}`);
+  }
+  const o = input as FanoutOptions;
+  rejectUnknown(o, KNOWN);
+
+  const budgetMs = o.budgetMs === undefined ? 1000 : integer('budgetMs', o.budgetMs, 1);
+  const maxBudgetMs = o.maxBudgetMs === undefined ? budgetMs : integer('maxBudgetMs', o.maxBudgetMs, 1);
+  if (maxBudgetMs < budgetMs) {
+    throw new TypeError(
+      `Expected \`maxBudgetMs\` (${maxBudgetMs}) to be at least \`budgetMs\` (${budgetMs}): a client may not get ` +
+        'less than the server default by asking for more',
+    );
+  }
+
+  let budgetHeader: string | false = 'x-request-budget-ms';
+  if (o.budgetHeader !== undefined) {
+    if (o.budgetHeader === false) budgetHeader = false;
+    else if (typeof o.budgetHeader === 'string' && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(o.budgetHeader)) {
+      budgetHeader = o.budgetHeader.toLowerCase();
+    } else {
+      throw new TypeError(
+        `Expected \`budgetHeader\` to be a header name or \`false\`, got ${describe(o.budgetHeader)}`,
+      );
+    }
+  }
+
+  const concurrency =
+    o.concurrency === undefined ? 256 : integer('concurrency', o.concurrency, 1, Number.MAX_SAFE_INTEGER);
+  const perRequest =
+    o.perRequest === undefined ? 16 : integer('perRequest', o.perRequest, 1, Number.MAX_SAFE_INTEGER);
+  const maxQueue =
+    o.maxQueue === undefined ? 1024 : integer('maxQueue', o.maxQueue, 0, Number.MAX_SAFE_INTEGER);
+  const graceMs = o.graceMs === undefined ? 1000 : integer('graceMs', o.graceMs, 0);
+
+  let serverTiming = process.env.NODE_ENV !== 'production';
+  if (o.serverTiming !== undefined) {
+    if (typeof o.serverTiming !== 'boolean') {
+      throw new TypeError(`Expected \`serverTiming\` to be a boolean, got ${describe(o.serverTiming)}`);
+    }
+    serverTiming = o.serverTiming;
+  }
+
+  if (o.onTask !== undefined && typeof o.onTask !== 'function') {
+    throw new TypeError(`Expected \`onTask\` to be a function, got ${describe(o.onTask)}`);
+  }
+
+  return {
+    budgetMs,
+    maxBudgetMs,
+    budgetHeader,
+    concurrency,
+    perRequest,
+    maxQueue,
+    graceMs,
+    serverTiming,
+    workers: resolveWorkerOptions(o.workers),
+    onTask: o.onTask,
+  };
+}

@@ -1,0 +1,94 @@
+import createDebug from 'debug';
+import type { ResolvedOptions } from './options';
+import { Scheduler } from './scheduler';
+import type { TaskRun } from './task';
+import type { FanoutStats, TaskEvent } from './types';
+import { WorkerPool } from './workers';
+import { WorkerScriptError } from './errors';
+
+const debug = createDebug('express-fanout');
+
+/** What one `fanout()` middleware shares across its requests: the scheduler, the counters, the worker pool. */
+export class Runtime {
+  readonly scheduler: Scheduler;
+  closed = false;
+  nextLaneId = 0;
+  private pool: WorkerPool | null = null;
+  private closing: Promise<void> | null = null;
+  private readonly counters = { completed: 0, failed: 0, timedOut: 0, aborted: 0, shed: 0, abandoned: 0 };
+
+  constructor(readonly options: ResolvedOptions) {
+    this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue);
+  }
+
+  /** The worker pool, created on first use. */
+  workerPool(): WorkerPool {
+    if (this.pool) return this.pool;
+    if (this.options.workers === false) {
+      throw new WorkerScriptError(
+        'Worker threads are disabled (`workers: false`); enable them to use `worker()`',
+      );
+    }
+    if (this.closed) throw new WorkerScriptError('The middleware is closed; its worker pool is gone');
+    return (this.pool = new WorkerPool(this.options.workers));
+  }
+
+  /** Counts a settled task and tells `onTask`. */
+  count(task: TaskRun): void {
+    const c = this.counters;
+    switch (task.status) {
+      case 'fulfilled':
+        c.completed++;
+        break;
+      case 'rejected':
+        c.failed++;
+        break;
+      case 'timeout':
+        c.timedOut++;
+        break;
+      case 'aborted':
+        c.aborted++;
+        break;
+      case 'shed':
+        c.shed++;
+        debug('shed %s: %s', task.name, (task.error as Error).message);
+        break;
+    }
+    const onTask = this.options.onTask;
+    if (!onTask) return;
+    const event: TaskEvent = {
+      name: task.name,
+      status: task.status!,
+      fallback: task.usedFallback,
+      ms: task.settledAt - task.submittedAt,
+    };
+    if (task.status !== 'fulfilled') event.error = task.error;
+    try {
+      onTask(event);
+    } catch (error) {
+      debug('onTask threw: %O', error);
+    }
+  }
+
+  abandon(task: TaskRun): void {
+    this.counters.abandoned++;
+    debug('abandoned %s: it ignored its abort signal for %d ms', task.name, this.options.graceMs);
+  }
+
+  stats(): FanoutStats {
+    return {
+      running: this.scheduler.running,
+      queued: this.scheduler.queued,
+      ...this.counters,
+      workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
+    };
+  }
+
+  /** Stop admitting, let what runs settle (bounded by budgets and graceMs), then end the worker threads. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    this.closing = this.scheduler.idle().then(() => this.pool?.close());
+    return this.closing;
+  }
+}

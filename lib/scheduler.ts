@@ -1,0 +1,186 @@
+/**
+ * The bounded queue shared by every request of one middleware instance.
+ *
+ * Slots: at most `concurrency` jobs hold a slot process-wide, at most `perRequest` per lane (one lane per
+ * request). Waiting jobs (at most `maxQueue`) sit in their own lane's FIFO; lanes that have a waiting job *and*
+ * a free per-request slot are "eligible" and kept in a min-heap ordered by the request's arrival. A freed slot
+ * goes to the oldest eligible request, so under saturation requests are served in arrival order instead of
+ * having their tasks scattered behind later requests' (which collapses goodput at the limit: every request
+ * then finishes late). Every operation is O(1) or O(log lanes); nothing scans a global list per task.
+ *
+ * Invariant: while the heap is not empty, every process-wide slot is taken (we drain whenever one frees), so a
+ * submission that finds a free slot may start at once without overtaking anyone.
+ */
+export interface Job {
+  /** Called when the job gets its slots. Must not release synchronously. */
+  start(): void;
+  /** Intrusive FIFO links and queue membership, owned by the scheduler. */
+  nextJob: Job | null;
+  prevJob: Job | null;
+  queued: boolean;
+}
+
+export class Lane {
+  running = 0;
+  waiting = 0;
+  head: Job | null = null;
+  tail: Job | null = null;
+  heapIndex = -1;
+
+  /** `arrival` orders lanes (the time the middleware saw the request); `id` breaks ties. */
+  constructor(
+    readonly arrival: number,
+    readonly id: number,
+  ) {}
+}
+
+/** What {@link Scheduler.submit} did with a job. */
+export type Admission = 'started' | 'queued' | 'shed';
+
+export class Scheduler {
+  running = 0;
+  queued = 0;
+  private readonly heap: Lane[] = [];
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly concurrency: number,
+    readonly perRequest: number,
+    readonly maxQueue: number,
+  ) {}
+
+  /** Starts the job now, queues it, or reports that it must be shed. */
+  submit(lane: Lane, job: Job): Admission {
+    if (lane.running < this.perRequest && this.running < this.concurrency && this.heap.length === 0) {
+      this.running++;
+      lane.running++;
+      job.start();
+      return 'started';
+    }
+    if (this.queued >= this.maxQueue) return 'shed';
+    job.queued = true;
+    job.nextJob = null;
+    job.prevJob = lane.tail;
+    if (lane.tail) lane.tail.nextJob = job;
+    else lane.head = job;
+    lane.tail = job;
+    lane.waiting++;
+    this.queued++;
+    if (lane.running < this.perRequest && lane.heapIndex < 0) this.push(lane);
+    this.drain();
+    return job.queued ? 'queued' : 'started';
+  }
+
+  /** Removes a queued job (its task was aborted before it started). */
+  cancel(lane: Lane, job: Job): void {
+    if (!job.queued) return;
+    this.unlink(lane, job);
+    if (lane.waiting === 0 && lane.heapIndex >= 0) this.remove(lane.heapIndex);
+    this.notifyIfIdle();
+  }
+
+  /** A job gave its slots back (it settled, or was written off after its grace period). */
+  release(lane: Lane): void {
+    this.running--;
+    lane.running--;
+    if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
+    this.drain();
+    this.notifyIfIdle();
+  }
+
+  /** Resolves once nothing runs and nothing waits. */
+  idle(): Promise<void> {
+    if (this.running === 0 && this.queued === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private drain(): void {
+    const heap = this.heap;
+    while (this.running < this.concurrency && heap.length > 0) {
+      const lane = heap[0]!;
+      const job = lane.head!;
+      this.unlink(lane, job);
+      this.running++;
+      lane.running++;
+      if (lane.waiting === 0 || lane.running >= this.perRequest) this.remove(0);
+      job.start();
+    }
+  }
+
+  private unlink(lane: Lane, job: Job): void {
+    const { prevJob, nextJob } = job;
+    if (prevJob) prevJob.nextJob = nextJob;
+    else lane.head = nextJob;
+    if (nextJob) nextJob.prevJob = prevJob;
+    else lane.tail = prevJob;
+    job.nextJob = job.prevJob = null;
+    job.queued = false;
+    lane.waiting--;
+    this.queued--;
+  }
+
+  private notifyIfIdle(): void {
+    if (this.idleWaiters.length === 0 || this.running !== 0 || this.queued !== 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  // A binary min-heap of lanes by (arrival, id), each lane knowing its index for O(log n) removal.
+
+  private push(lane: Lane): void {
+    lane.heapIndex = this.heap.length;
+    this.heap.push(lane);
+    this.up(lane.heapIndex);
+  }
+
+  private remove(index: number): void {
+    const heap = this.heap;
+    const removed = heap[index]!;
+    const last = heap.pop()!;
+    removed.heapIndex = -1;
+    if (index === heap.length) return;
+    heap[index] = last;
+    last.heapIndex = index;
+    this.down(index);
+    this.up(last.heapIndex);
+  }
+
+  private up(index: number): void {
+    const heap = this.heap;
+    const lane = heap[index]!;
+    while (index > 0) {
+      const parentIndex = (index - 1) >> 1;
+      const parent = heap[parentIndex]!;
+      if (!before(lane, parent)) break;
+      heap[index] = parent;
+      parent.heapIndex = index;
+      index = parentIndex;
+    }
+    heap[index] = lane;
+    lane.heapIndex = index;
+  }
+
+  private down(index: number): void {
+    const heap = this.heap;
+    const lane = heap[index]!;
+    const n = heap.length;
+    for (;;) {
+      let child = 2 * index + 1;
+      if (child >= n) break;
+      const right = child + 1;
+      if (right < n && before(heap[right]!, heap[child]!)) child = right;
+      const c = heap[child]!;
+      if (!before(c, lane)) break;
+      heap[index] = c;
+      c.heapIndex = index;
+      index = child;
+    }
+    heap[index] = lane;
+    lane.heapIndex = index;
+  }
+}
+
+function before(a: Lane, b: Lane): boolean {
+  return a.arrival < b.arrival || (a.arrival === b.arrival && a.id < b.id);
+}

@@ -1,0 +1,219 @@
+import type { TransferListItem } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import onHeaders from 'on-headers';
+import { parseBudgetHeader } from './budget-header';
+import { Call, round, type Mode } from './call';
+import { BudgetExceededError, ClientClosedError, FanoutError } from './errors';
+import { integer } from './options';
+import type { Runtime } from './runtime';
+import { Lane } from './scheduler';
+import { serverTimingOf } from './server-timing';
+import { parseTasks } from './task-def';
+import type { TaskRun } from './task';
+import type {
+  CallOptions,
+  Fanout,
+  Results,
+  SettledResults,
+  Task,
+  TaskStatus,
+  TaskTiming,
+  Tasks,
+  WorkerArgs,
+  WorkerMethodName,
+  WorkerResult,
+} from './types';
+
+type End = 'deadline' | 'disconnect' | 'finished';
+
+/**
+ * `req.fanout`: one request's helper. Creating it costs one small object; the budget, lane, deadline timer,
+ * `res` listener and `Server-Timing` hook are set up on first use, so a handler that never fans out pays
+ * nothing more, while its budget still counts from when the middleware saw the request.
+ */
+export class Scope implements Fanout {
+  private active = false;
+  budgetMs = 0;
+  /** The request deadline in `performance.now()` ms. */
+  deadlineAt = 0;
+  lane!: Lane;
+  /** Every task of the request, for `timings()` and `Server-Timing`. */
+  readonly tasks: TaskRun[] = [];
+  private calls: Set<Call> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private controller: AbortController | null = null;
+  private ended: End | null = null;
+
+  constructor(
+    readonly runtime: Runtime,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    /** When the middleware saw the request, `performance.now()` ms. */
+    readonly arrival: number,
+  ) {}
+
+  all<T extends Tasks>(tasks: T, options?: CallOptions): Promise<Results<T>> {
+    return this.call(tasks, 'all', options) as Promise<Results<T>>;
+  }
+
+  settle<T extends Tasks>(tasks: T, options?: CallOptions): Promise<SettledResults<T>> {
+    return this.call(tasks, 'settle', options) as Promise<SettledResults<T>>;
+  }
+
+  run<V>(task: Task<V>, name?: string): Promise<V> {
+    if (name !== undefined && typeof name !== 'string') {
+      return Promise.reject(
+        new TypeError(`Expected the name of \`run()\` to be a string, got ${typeof name}`),
+      );
+    }
+    const label = name ?? ((typeof task === 'function' && task.name) || 'task');
+    return this.call({ [label]: task }, 'all', undefined).then(
+      (values) => (values as Record<string, V>)[label]!,
+    );
+  }
+
+  worker<M extends WorkerMethodName>(
+    method: M,
+    args?: WorkerArgs<M>,
+    options?: { timeoutMs?: number; transfer?: readonly TransferListItem[] },
+  ): Promise<WorkerResult<M>> {
+    const transfer = options?.transfer;
+    const run = (ctx: import('./types').TaskContext) =>
+      ctx.worker(method, args, transfer ? { transfer } : undefined);
+    return this.run(options?.timeoutMs === undefined ? run : { run, timeoutMs: options.timeoutMs }, method);
+  }
+
+  get signal(): AbortSignal {
+    this.activate();
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.ended) this.controller.abort(this.endError());
+    }
+    return this.controller.signal;
+  }
+
+  get deadline(): number {
+    this.activate();
+    return Math.round(performance.timeOrigin + this.deadlineAt);
+  }
+
+  remainingMs(): number {
+    this.activate();
+    return Math.max(0, this.deadlineAt - performance.now());
+  }
+
+  timings(): TaskTiming[] {
+    const now = performance.now();
+    return this.tasks.map((task) => ({
+      name: task.name,
+      start: round(task.submittedAt - this.arrival),
+      ms: round((task.state === 'settled' ? task.settledAt : now) - task.submittedAt),
+      status: task.state === 'settled' ? task.status! : task.state,
+    }));
+  }
+
+  /** The budget header for outbound calls: never 0, which the receiver would ignore. */
+  outboundHeaders(deadline: number): Record<string, string> {
+    const header = this.runtime.options.budgetHeader;
+    if (!header) return {};
+    return { [header]: String(Math.max(1, Math.floor(deadline - performance.now()))) };
+  }
+
+  /** How a task submitted now must end at once because the request is over, if it is. */
+  ending(name: string): { status: TaskStatus; error: FanoutError } | undefined {
+    if (!this.ended) return undefined;
+    return { status: this.ended === 'deadline' ? 'timeout' : 'aborted', error: this.endError([name]) };
+  }
+
+  untrack(call: Call): void {
+    this.calls?.delete(call);
+  }
+
+  private call(tasks: unknown, mode: Mode, options: CallOptions | undefined): Promise<unknown> {
+    let call: Call;
+    try {
+      const defs = parseTasks(tasks);
+      const budgetMs = options?.budgetMs === undefined ? undefined : integer('budgetMs', options.budgetMs, 1);
+      this.activate();
+      call = new Call(this, defs, mode, budgetMs);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    for (const task of call.tasks) this.tasks.push(task);
+    this.calls!.add(call);
+    call.begin();
+    return call.promise;
+  }
+
+  private activate(): void {
+    if (this.active) return;
+    this.active = true;
+    const { options } = this.runtime;
+    let budget = options.budgetMs;
+    if (options.budgetHeader) {
+      const asked = parseBudgetHeader(this.req.headers[options.budgetHeader]);
+      if (asked !== undefined) budget = Math.min(asked, options.maxBudgetMs);
+    }
+    this.budgetMs = budget;
+    this.deadlineAt = this.arrival + budget;
+    this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
+    this.calls = new Set();
+    const left = this.deadlineAt - performance.now();
+    if (left > 0) {
+      this.timer = setTimeout(onDeadline, left, this);
+      this.timer.unref();
+    } else this.end('deadline');
+    this.res.once('close', () => this.end(this.res.writableEnded ? 'finished' : 'disconnect'));
+    if (options.serverTiming && !this.res.headersSent) {
+      onHeaders(this.res, () => {
+        const entries = serverTimingOf(this);
+        const existing = this.res.getHeader('Server-Timing');
+        this.res.setHeader('Server-Timing', existing ? `${String(existing)}, ${entries}` : entries);
+      });
+    }
+  }
+
+  /** The deadline passed, the client left or the response went out: end whatever is still pending. */
+  end(reason: End): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.ended === 'disconnect' || this.ended === 'finished') return;
+    if (this.ended === 'deadline' && reason === 'finished') {
+      this.ended = reason;
+      return;
+    }
+    this.ended = reason;
+    this.controller?.abort(this.endError());
+    if (!this.calls || this.calls.size === 0) return;
+    const status: TaskStatus = reason === 'deadline' ? 'timeout' : 'aborted';
+    for (const call of [...this.calls]) {
+      call.expire(
+        status,
+        (name) => this.endError([name]),
+        (names) => this.endError(names),
+      );
+    }
+  }
+
+  private endError(tasks: string[] = []): FanoutError {
+    switch (this.ended) {
+      case 'deadline':
+        return new BudgetExceededError(tasks, this.budgetMs);
+      case 'disconnect':
+        return new ClientClosedError(tasks);
+      default:
+        return new FanoutError(
+          `${tasks.length ? `Task \`${tasks.join('`, `')}\`` : 'The request'} aborted: the response was already sent`,
+          500,
+          tasks,
+        );
+    }
+  }
+}
+
+function onDeadline(scope: Scope): void {
+  scope.end('deadline');
+}

@@ -1,0 +1,245 @@
+import type { TransferListItem } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import { BudgetExceededError, OverloadedError } from './errors';
+import type { Job } from './scheduler';
+import type { Call } from './call';
+import type { TaskDef } from './task-def';
+import type { TaskContext, TaskStatus, WorkerArgs, WorkerMethodName, WorkerResult } from './types';
+
+type State = 'waiting' | 'queued' | 'running' | 'settled';
+
+/**
+ * One task of one call, from submission to settlement. Two ends are kept apart on purpose: the *outcome*
+ * (reported once to the call: value, timeout, abort …) and the *slot* (given back to the scheduler only when
+ * the task's promise really settles, or `graceMs` after it was aborted, when it is written off).
+ */
+export class TaskRun implements Job {
+  nextJob: Job | null = null;
+  prevJob: Job | null = null;
+  queued = false;
+
+  state: State = 'waiting';
+  status: TaskStatus | undefined = undefined;
+  value: unknown = undefined;
+  error: unknown = undefined;
+  /** The value came from `fallback`. */
+  usedFallback = false;
+  fallbackThrew = false;
+  /** Submission (dependencies resolved) and settlement, in `performance.now()` ms. */
+  submittedAt: number;
+  settledAt = 0;
+  /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
+  deadline: number;
+
+  /** Tasks of the same call waiting on this one, and how many of its own dependencies are still pending. */
+  readonly dependents: TaskRun[] = [];
+  readonly deps: TaskRun[] = [];
+  pendingDeps = 0;
+  results: Record<string, unknown> = EMPTY;
+
+  private holdsSlot = false;
+  private controller: AbortController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private graceTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly call: Call,
+    readonly def: TaskDef,
+  ) {
+    this.submittedAt = performance.now();
+    this.deadline = call.deadline;
+  }
+
+  get name(): string {
+    return this.def.name;
+  }
+
+  /** Dependencies resolved: ask for a slot within the deadline. */
+  submit(): void {
+    if (this.state !== 'waiting') return;
+    const scope = this.call.scope;
+    const now = (this.submittedAt = performance.now());
+    const { timeoutMs } = this.def;
+    const ownTimeout = timeoutMs !== undefined && now + timeoutMs < this.deadline;
+    if (ownTimeout) this.deadline = now + timeoutMs;
+    const ended = scope.ending(this.name);
+    if (ended) return this.settle(ended.status, ended.error);
+    if (this.deadline <= now) return this.settle('timeout', this.timeoutError());
+    const runtime = scope.runtime;
+    if (runtime.closed) {
+      return this.settle('shed', new OverloadedError([this.name], 'the middleware is closing', 5));
+    }
+    if (ownTimeout) {
+      this.timer = setTimeout(onTimeout, timeoutMs, this);
+      this.timer.unref();
+    }
+    this.state = 'queued';
+    const scheduler = runtime.scheduler;
+    if (scheduler.submit(scope.lane, this) === 'shed') {
+      this.state = 'waiting';
+      const detail =
+        `no free slot and the queue is full (${scheduler.running}/${scheduler.concurrency} running, ` +
+        `${scheduler.queued}/${scheduler.maxQueue} queued)`;
+      this.settle('shed', new OverloadedError([this.name], detail));
+    }
+  }
+
+  /** The scheduler gave this task its slots. */
+  start(): void {
+    this.state = 'running';
+    this.holdsSlot = true;
+    let result: unknown;
+    try {
+      result = this.def.run(new Context(this));
+    } catch (error) {
+      // Never release synchronously inside start(): the scheduler may be mid-drain.
+      queueMicrotask(() => this.onRejected(error));
+      return;
+    }
+    if (result instanceof Promise) result.then(this.onFulfilled.bind(this), this.onRejected.bind(this));
+    else if (isThenable(result))
+      Promise.resolve(result).then(this.onFulfilled.bind(this), this.onRejected.bind(this));
+    else queueMicrotask(() => this.onFulfilled(result));
+  }
+
+  private onFulfilled(value: unknown): void {
+    this.releaseSlot();
+    if (this.state !== 'settled') this.settle('fulfilled', value);
+  }
+
+  private onRejected(error: unknown): void {
+    this.releaseSlot();
+    if (this.state !== 'settled') this.settle('rejected', error);
+  }
+
+  /** Records the outcome once; aborts the work if it is still running, keeping its slot for `graceMs`. */
+  settle(status: TaskStatus, valueOrError: unknown): void {
+    if (this.state === 'settled') return;
+    const previous = this.state;
+    this.state = 'settled';
+    this.status = status;
+    this.settledAt = performance.now();
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const scope = this.call.scope;
+    if (status === 'fulfilled') this.value = valueOrError;
+    else {
+      this.error = valueOrError;
+      if (previous === 'queued') scope.runtime.scheduler.cancel(scope.lane, this);
+      this.controller?.abort(valueOrError);
+      if (this.holdsSlot) this.startGrace();
+    }
+    scope.runtime.count(this);
+    this.call.onTaskSettled(this);
+  }
+
+  timeoutError(): BudgetExceededError {
+    const scope = this.call.scope;
+    const { timeoutMs } = this.def;
+    if (timeoutMs !== undefined && this.deadline < this.call.deadline) {
+      return new BudgetExceededError([this.name], timeoutMs, 'timeout');
+    }
+    return new BudgetExceededError([this.name], this.call.budgetMs ?? scope.budgetMs);
+  }
+
+  /** Created on first read of `ctx.signal`: tasks that never look at it cost no controller. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.state === 'settled' && this.status !== 'fulfilled' && this.status !== 'rejected') {
+        this.controller.abort(this.error);
+      }
+    }
+    return this.controller.signal;
+  }
+
+  private releaseSlot(): void {
+    if (!this.holdsSlot) return;
+    this.holdsSlot = false;
+    if (this.graceTimer) {
+      clearTimeout(this.graceTimer);
+      this.graceTimer = null;
+    }
+    const scope = this.call.scope;
+    scope.runtime.scheduler.release(scope.lane);
+  }
+
+  private startGrace(): void {
+    const { graceMs } = this.call.scope.runtime.options;
+    if (graceMs === 0) return this.writeOff();
+    this.graceTimer = setTimeout(onGraceOver, graceMs, this);
+    this.graceTimer.unref();
+  }
+
+  /** The aborted task ignored its signal for `graceMs`: stop waiting for it and free its slot. */
+  writeOff(): void {
+    if (!this.holdsSlot) return;
+    this.graceTimer = null;
+    this.call.scope.runtime.abandon(this);
+    this.releaseSlot();
+  }
+}
+
+function onTimeout(task: TaskRun): void {
+  task.settle('timeout', task.timeoutError());
+}
+
+function onGraceOver(task: TaskRun): void {
+  task.writeOff();
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
+
+/** What a task function receives. A thin view over its task, so nothing is allocated until it is read. */
+class Context implements TaskContext {
+  constructor(private readonly task: TaskRun) {}
+
+  get signal(): AbortSignal {
+    return this.task.signal;
+  }
+
+  get deadline(): number {
+    return Math.round(performance.timeOrigin + this.task.deadline);
+  }
+
+  remainingMs(): number {
+    return Math.max(0, this.task.deadline - performance.now());
+  }
+
+  get results(): Record<string, unknown> {
+    return this.task.results;
+  }
+
+  get attempt(): number {
+    return 0;
+  }
+
+  headers(): Record<string, string> {
+    return this.task.call.scope.outboundHeaders(this.task.deadline);
+  }
+
+  worker<M extends WorkerMethodName>(
+    method: M,
+    args?: WorkerArgs<M>,
+    options?: { transfer?: readonly TransferListItem[] },
+  ): Promise<WorkerResult<M>> {
+    const task = this.task;
+    return task.call.scope.runtime
+      .workerPool()
+      .exec<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], {
+        task: task.name,
+        signal: task.signal,
+        ...(options?.transfer ? { transfer: options.transfer } : {}),
+      });
+  }
+}

@@ -1,0 +1,280 @@
+import type { ResourceLimits, TransferListItem } from 'node:worker_threads';
+import type { FanoutError } from './errors';
+
+/**
+ * Options of {@link fanout}. All are optional; an invalid value throws a `TypeError` naming the option when
+ * `fanout()` is called, never at request time.
+ */
+export interface FanoutOptions {
+  /**
+   * Per-request latency budget in ms, counted from the moment the middleware sees the request. It covers time
+   * spent waiting in the queue as well as running. Integer, 1 to 2147483647.
+   * @default 1000
+   */
+  budgetMs?: number;
+  /**
+   * The largest budget a client may ask for through {@link FanoutOptions.budgetHeader}; a larger header value
+   * is cut to it. Integer >= 1.
+   * @default budgetMs
+   */
+  maxBudgetMs?: number;
+  /**
+   * Request header carrying the caller's remaining budget in integer ms (also written by `ctx.headers()` for
+   * outbound calls). A malformed, zero or negative value is ignored. `false` ignores the header.
+   * @default 'x-request-budget-ms'
+   */
+  budgetHeader?: string | false;
+  /**
+   * Process-wide cap on tasks running at once, all requests together. Integer >= 1.
+   * @default 256
+   */
+  concurrency?: number;
+  /**
+   * Cap on one request's tasks running at once. Integer >= 1.
+   * @default 16
+   */
+  perRequest?: number;
+  /**
+   * Tasks allowed to wait for a slot, process-wide. A task that finds the queue full is shed at once
+   * (`OverloadedError`, 503). Integer >= 0.
+   * @default 1024
+   */
+  maxQueue?: number;
+  /**
+   * How long an aborted task that ignores its signal keeps its slot before it is written off
+   * (`stats().abandoned`) and the slot is freed. Integer >= 0.
+   * @default 1000
+   */
+  graceMs?: number;
+  /**
+   * Add a `Server-Timing` header with one entry per task and a `total`.
+   * @default true unless NODE_ENV=production
+   */
+  serverTiming?: boolean;
+  /**
+   * The worker-thread pool for `req.fanout.worker()`, or `false` for none. The pool is created on first use.
+   * @default {} (a pool with no script: `worker()` then fails with a clear error)
+   */
+  workers?: WorkerOptions | false;
+  /**
+   * Called once for every task when it settles (after `Server-Timing` and `stats()` are updated). Must not
+   * throw; an exception it throws is swallowed.
+   */
+  onTask?: (event: TaskEvent) => void;
+}
+
+/** The `workers` option. */
+export interface WorkerOptions {
+  /** Absolute path (or `file:` URL) of a worker script that registers named methods with `workerpool.worker({...})`. */
+  script?: string | URL;
+  /** Threads at most. Integer >= 1. @default max(2, os.availableParallelism()) */
+  maxWorkers?: number;
+  /** Threads kept alive when idle. Integer >= 0, <= maxWorkers. @default 0 */
+  minWorkers?: number;
+  /** Worker tasks allowed to wait for a thread; beyond it a worker task is shed with 503. Integer >= 0. @default 1024 */
+  maxQueueSize?: number;
+  /** `worker_threads` resource limits of each thread (heap size, stack). A thread exceeding them crashes and is replaced. */
+  resourceLimits?: ResourceLimits;
+}
+
+/** How a task ended. */
+export type TaskStatus = 'fulfilled' | 'rejected' | 'timeout' | 'aborted' | 'shed';
+
+/** What `onTask` receives. */
+export interface TaskEvent {
+  name: string;
+  status: TaskStatus;
+  /** Whether the task's `fallback` supplied its value. */
+  fallback: boolean;
+  /** Time from the task being submitted (dependencies resolved) to its settlement, queue wait included. */
+  ms: number;
+  error?: unknown;
+}
+
+/**
+ * Methods of the worker script, for type-checked `req.fanout.worker()`. Augment it:
+ * ```ts
+ * declare module 'express-fanout' {
+ *   interface WorkerMethods { fib(n: number): number }
+ * }
+ * ```
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface WorkerMethods {}
+
+type AnyMethods = Record<string, (...args: never[]) => unknown>;
+/** `keyof WorkerMethods` once augmented, any string otherwise. */
+export type WorkerMethodName = keyof WorkerMethods extends never ? string : keyof WorkerMethods & string;
+export type WorkerArgs<M extends string> = M extends keyof WorkerMethods
+  ? WorkerMethods[M] extends (...args: infer A) => unknown
+    ? A
+    : unknown[]
+  : unknown[];
+export type WorkerResult<M extends string> = M extends keyof WorkerMethods
+  ? WorkerMethods[M] extends (...args: never[]) => infer R
+    ? Awaited<R>
+    : unknown
+  : unknown;
+export type { AnyMethods };
+
+/** What every task function receives. */
+export interface TaskContext<R = Record<string, unknown>> {
+  /** Aborted on the task's timeout, the request deadline, client disconnect or a required sibling's failure. */
+  readonly signal: AbortSignal;
+  /** The task's deadline in epoch ms (the earliest of the request budget, the call budget and `timeoutMs`). */
+  readonly deadline: number;
+  /** Milliseconds left until {@link TaskContext.deadline}, never negative. */
+  remainingMs(): number;
+  /** Values of the tasks named in `after`. */
+  readonly results: R;
+  /** 0 for the first attempt. */
+  readonly attempt: number;
+  /** The budget header carrying the remaining ms, to pass on to services that use this package too. */
+  headers(): Record<string, string>;
+  /**
+   * Runs `method` of the worker script on the worker-thread pool, as part of this task (same signal and
+   * deadline): `db: (ctx) => ctx.worker('query', [sql])`.
+   */
+  worker<M extends WorkerMethodName>(
+    method: M,
+    args?: WorkerArgs<M>,
+    options?: { transfer?: readonly TransferListItem[] },
+  ): Promise<WorkerResult<M>>;
+}
+
+export type TaskFn<T = unknown> = (ctx: TaskContext) => T | PromiseLike<T>;
+
+/** A task with options. */
+export interface TaskSpec<T = unknown> {
+  run: TaskFn<T>;
+  /** The task's own limit in ms, counted from when it is ready to run (queue wait included), inside the budget. */
+  timeoutMs?: number;
+  /**
+   * Makes the task optional: the value used when it fails, times out, is aborted or is shed, or a function
+   * of the error returning it.
+   */
+  fallback?: T | ((error: unknown) => T);
+  /** Names of tasks of the same call whose values it needs (in `ctx.results`); it starts once they resolve. */
+  after?: readonly string[];
+}
+
+export type Task<T = unknown> = TaskFn<T> | TaskSpec<T>;
+export type Tasks = Record<string, Task>;
+
+type SpecValue<S> = S extends { run: (ctx: never) => infer R } ? Awaited<R> : never;
+type FallbackValue<S> = S extends { fallback: infer F }
+  ? F extends (error: never) => infer G
+    ? G
+    : F
+  : never;
+
+/** The value type of one task (its fallback's type included). */
+export type TaskValue<T> = T extends (ctx: never) => infer R ? Awaited<R> : SpecValue<T> | FallbackValue<T>;
+
+/** The value object of `all()`. */
+export type Results<T extends Tasks> = { [K in keyof T]: TaskValue<T[K]> };
+
+/** One task's outcome in `settle()`. With a fallback, `value` holds it whatever the status. */
+export interface Settled<V> {
+  status: TaskStatus;
+  value?: V;
+  error?: unknown;
+  /** Time from submission to settlement, queue wait included. */
+  ms: number;
+}
+
+export type SettledResults<T extends Tasks> = { [K in keyof T]: Settled<TaskValue<T[K]>> };
+
+/** An entry of `timings()`. */
+export interface TaskTiming {
+  name: string;
+  /** When the task was submitted, in ms since the middleware saw the request. */
+  start: number;
+  /** Duration so far (still running) or until settlement. */
+  ms: number;
+  status: TaskStatus | 'queued' | 'running' | 'waiting';
+}
+
+/** `req.fanout`: one request's helper. */
+export interface Fanout {
+  /**
+   * Runs every task concurrently within the bounds and the budget and resolves with all their values. If a
+   * required task (one without `fallback`) fails, the others are aborted and it rejects with a
+   * {@link FanoutError}: `TaskFailedError` (502), `BudgetExceededError` (504), `OverloadedError` (503) or
+   * `ClientClosedError` (499).
+   */
+  all<T extends Tasks>(tasks: T, options?: CallOptions): Promise<Results<T>>;
+  /** Like `all()` but never rejects: every task's status, value or error, and duration. */
+  settle<T extends Tasks>(tasks: T, options?: CallOptions): Promise<SettledResults<T>>;
+  /** One task under the same bounds and budget. */
+  run<V>(task: Task<V>, name?: string): Promise<V>;
+  /** Runs `method` of the worker script on the worker-thread pool under the request's budget. */
+  worker<M extends WorkerMethodName>(
+    method: M,
+    args?: WorkerArgs<M>,
+    options?: { timeoutMs?: number; transfer?: readonly TransferListItem[] },
+  ): Promise<WorkerResult<M>>;
+  /** Aborted at the request deadline or when the client disconnects. */
+  readonly signal: AbortSignal;
+  /** The request's deadline in epoch ms. */
+  readonly deadline: number;
+  /** Milliseconds left in the request's budget, never negative. */
+  remainingMs(): number;
+  /** The request's tasks so far. */
+  timings(): TaskTiming[];
+}
+
+export interface CallOptions {
+  /** A tighter budget for this call in ms, counted from the call; never extends the request's. Integer >= 1. */
+  budgetMs?: number;
+}
+
+/** What `stats()` returns. */
+export interface FanoutStats {
+  /** Tasks holding a slot (aborted ones included until they settle or are written off). */
+  running: number;
+  /** Tasks waiting for a slot. */
+  queued: number;
+  /** Counters since the middleware was created. */
+  completed: number;
+  failed: number;
+  timedOut: number;
+  aborted: number;
+  shed: number;
+  abandoned: number;
+  workers: WorkerStats;
+}
+
+export interface WorkerStats {
+  busy: number;
+  idle: number;
+  pending: number;
+  /** Threads terminated to cancel a task (deadline, disconnect). */
+  terminated: number;
+  /** Threads that exited or crashed on their own. */
+  crashed: number;
+}
+
+/** The middleware `fanout()` returns. */
+export interface FanoutMiddleware {
+  (
+    req: import('express').Request,
+    res: import('express').Response,
+    next: import('express').NextFunction,
+  ): void;
+  /** Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers. */
+  close(): Promise<void>;
+  stats(): FanoutStats;
+}
+
+export type { FanoutError };
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** The request's fan-out helper, set by `app.use(fanout())`. */
+      fanout: import('./types').Fanout;
+    }
+  }
+}

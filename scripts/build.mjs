@@ -1,0 +1,30 @@
+// Builds dist/: CommonJS + declarations with tsc, then a thin ES module wrapper over the same CommonJS code.
+// One implementation for both loaders means one scheduler and one set of error classes per process
+// (no dual-package hazard: `instanceof OverloadedError` holds whether the app used `import` or `require`).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'dist');
+rmSync(dist, { recursive: true, force: true });
+execFileSync(
+  process.execPath,
+  [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')],
+  {
+    stdio: 'inherit',
+  },
+);
+
+const names = Object.keys(createRequire(import.meta.url)(join(dist, 'cjs/index.js'))).filter(
+  (n) => n !== '__esModule',
+);
+mkdirSync(join(dist, 'esm'), { recursive: true });
+writeFileSync(
+  join(dist, 'esm/index.mjs'),
+  `import cjs from '../cjs/index.js';\nexport const { ${names.join(', ')} } = cjs;\n`,
+);
+writeFileSync(join(dist, 'esm/index.d.mts'), `export * from '../cjs/index.js';\n`);
+console.log(`built dist/ (cjs + esm wrapper): ${names.join(', ')}`);
