@@ -86,8 +86,9 @@ export function rejectUnknown(object: object, known: readonly string[], prefix =
     const guess = didYouMean(key, known);
     throw new TypeError(
       `Unknown option \`${prefix}${key}\`.` +
-        (guess ? ` Did you mean \`${prefix}${guess}\`?` : '') +
-        ` Known options: ${known.map((k) => prefix + k).join(', ')}`,
+        (guess
+          ? ` Did you mean \`${prefix}${guess}\`?`
+          : ` Known options: ${known.map((k) => `\`${prefix}${k}\``).join(', ')}`),
     );
   }
 }

@@ -54,19 +54,20 @@ function parseSpec(name: string, task: unknown): TaskDef {
       `Expected task \`${name}\` to be a function or an object with a \`run\` function, got ${describe(task)}`,
     );
   }
-  rejectUnknown(task, SPEC_KEYS, `${name}.`);
   const spec = task as Record<string, unknown>;
+  naming(name, () => rejectUnknown(task, SPEC_KEYS));
   for (const key of PLANNED) {
     if (spec[key] !== undefined) {
       throw new TypeError(
-        `Task option \`${name}.${key}\` is not available in express-fanout 0.1 (it is planned); remove it`,
+        `Task \`${name}\`: option \`${key}\` is not available in express-fanout 0.1 (it is planned)`,
       );
     }
   }
   return {
     name,
     run: spec.run as TaskFn,
-    timeoutMs: spec.timeoutMs === undefined ? undefined : integer(`${name}.timeoutMs`, spec.timeoutMs, 1),
+    timeoutMs:
+      spec.timeoutMs === undefined ? undefined : naming(name, () => integer('timeoutMs', spec.timeoutMs, 1)),
     hasFallback: 'fallback' in spec,
     fallback: spec.fallback,
     after: NONE,
@@ -80,7 +81,9 @@ function resolveAfter(names: string[], tasks: Record<string, { after?: unknown }
     const after = tasks[name]?.after;
     if (after === undefined || typeof tasks[name] === 'function') continue;
     if (!Array.isArray(after) || after.some((dep) => typeof dep !== 'string')) {
-      throw new TypeError(`Expected \`${name}.after\` to be an array of task names, got ${describe(after)}`);
+      throw new TypeError(
+        `Task \`${name}\`: expected \`after\` to be an array of task names, got ${describe(after)}`,
+      );
     }
     defs[i]!.after = (after as string[]).map((dep) => {
       const at = index.get(dep);
@@ -123,4 +126,14 @@ function findCycle(defs: TaskDef[]): void {
     state[i] = 2;
   };
   for (let i = 0; i < defs.length; i++) if (state[i] === 0) visit(i);
+}
+
+/** Runs a validation, prefixing its message with the task it concerns. */
+function naming<T>(name: string, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof TypeError) error.message = `Task \`${name}\`: ${error.message}`;
+    throw error;
+  }
 }

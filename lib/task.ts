@@ -200,7 +200,11 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
 
-/** What a task function receives. A thin view over its task, so nothing is allocated until it is read. */
+/**
+ * What a task function receives: a thin view over its task, so nothing is allocated until it is read. The
+ * methods are getters returning functions so that `({ signal, headers }) => fetch(url, { signal, headers:
+ * headers() })` works unbound.
+ */
 class Context implements TaskContext {
   constructor(private readonly task: TaskRun) {}
 
@@ -212,8 +216,9 @@ class Context implements TaskContext {
     return Math.round(performance.timeOrigin + this.task.deadline);
   }
 
-  remainingMs(): number {
-    return Math.max(0, this.task.deadline - performance.now());
+  get remainingMs(): () => number {
+    const task = this.task;
+    return () => Math.max(0, task.deadline - performance.now());
   }
 
   get results(): Record<string, unknown> {
@@ -224,19 +229,19 @@ class Context implements TaskContext {
     return 0;
   }
 
-  headers(): Record<string, string> {
-    return this.task.call.scope.outboundHeaders(this.task.deadline);
+  get headers(): () => Record<string, string> {
+    const task = this.task;
+    return () => task.call.scope.outboundHeaders(task.deadline);
   }
 
-  worker<M extends WorkerMethodName>(
-    method: M,
-    args?: WorkerArgs<M>,
-    options?: { transfer?: readonly TransferListItem[] },
-  ): Promise<WorkerResult<M>> {
+  get worker(): TaskContext['worker'] {
     const task = this.task;
-    return task.call.scope.runtime
-      .workerPool()
-      .exec<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], {
+    return <M extends WorkerMethodName>(
+      method: M,
+      args?: WorkerArgs<M>,
+      options?: { transfer?: readonly TransferListItem[] },
+    ): Promise<WorkerResult<M>> =>
+      task.call.scope.runtime.workerPool().exec<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], {
         task: task.name,
         signal: task.signal,
         ...(options?.transfer ? { transfer: options.transfer } : {}),
