@@ -1,0 +1,174 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import supertest from 'supertest';
+import { API_MS, FAST_API_MS, TIGHT_BUDGET_MS } from '../../demo-server/app';
+import { CATALOG_FILE } from '../../demo-server/catalog';
+import { DB_FILE } from '../../demo-server/db';
+import { BUDGET_MS, createDemo, type Demo } from '../../demo-server/demo';
+
+// The demo with real IO: a file, a SQLite query on the event loop, an HTTP service on its own thread. Timing
+// checks are tolerance windows and ratios: the machine is small and shared.
+
+interface Answer {
+  route: string;
+  elapsedMs: number;
+  steps: Record<string, number>;
+  file: { file: string; bytes: number; products: number };
+  db: { region: string; orders: number; revenue: number };
+  api: { service: string; delayMs: number; budgetHeader: string | null };
+}
+
+const median = (values: number[]): number =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+describe('the demo server', () => {
+  let dataDir: string;
+  let demo: Demo;
+  const logged: string[] = [];
+  const request = () => supertest(demo.url);
+  const get = async (path: string, status = 200) => {
+    const res = await request().get(path);
+    expect(res.status).toBe(status);
+    return res;
+  };
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'fanout-demo-'));
+    demo = await createDemo({ port: 0, dataDir, log: (line) => logged.push(line) });
+  }, 60_000);
+
+  afterAll(async () => {
+    await demo?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('creates its database and file on first start', () => {
+    expect(demo.setup.databaseCreatedMs).toEqual(expect.any(Number));
+    expect(demo.setup.catalogCreated).toBe(true);
+    expect(existsSync(join(dataDir, DB_FILE))).toBe(true);
+    expect(existsSync(join(dataDir, CATALOG_FILE))).toBe(true);
+  });
+
+  it('answers /sequential with the file, the query and the API call, taking their sum', async () => {
+    const body = (await get('/sequential')).body as Answer;
+    expect(body.route).toBe('/sequential');
+    expect(body.file).toEqual({ file: CATALOG_FILE, bytes: expect.any(Number), products: 5000 });
+    expect(body.db).toEqual(expect.objectContaining({ region: 'north', orders: expect.any(Number) }));
+    expect(body.db.orders).toBeGreaterThan(50_000);
+    expect(body.api).toEqual({ service: 'slow-api', delayMs: API_MS, budgetHeader: null });
+    const { file = NaN, db = NaN, api = NaN } = body.steps;
+    expect(body.elapsedMs).toBeGreaterThanOrEqual(file + db + api - 1);
+    expect(api).toBeGreaterThanOrEqual(API_MS - 2);
+  });
+
+  it('answers / with the same values through the fan-out, passing the remaining budget to the API', async () => {
+    const [fanned, sequential] = [(await get('/')).body as Answer, (await get('/sequential')).body as Answer];
+    expect(fanned.route).toBe('/');
+    expect(fanned.file).toEqual(sequential.file);
+    expect(fanned.db).toEqual(sequential.db);
+    expect(fanned.api).toEqual(expect.objectContaining({ service: 'slow-api', delayMs: API_MS }));
+    const budgetSeen = Number(fanned.api.budgetHeader);
+    expect(Number.isInteger(budgetSeen)).toBe(true);
+    expect(budgetSeen).toBeGreaterThan(0);
+    expect(budgetSeen).toBeLessThanOrEqual(BUDGET_MS);
+    expect(Object.keys(fanned.steps).sort()).toEqual(['api', 'db', 'file']);
+  });
+
+  it('answers / in about the slowest step and /sequential in the sum', async () => {
+    // An API latency close to the query's time is where fanning out gains most; measured here, not assumed.
+    const warm = (await get('/sequential')).body as Answer;
+    const apiMs = Math.min(300, Math.max(40, Math.round(warm.steps.db ?? 0)));
+    const fanned: Answer[] = [];
+    const sequential: Answer[] = [];
+    for (let i = 0; i < 3; i++) {
+      fanned.push((await get(`/?apiMs=${apiMs}`)).body as Answer);
+      sequential.push((await get(`/sequential?apiMs=${apiMs}`)).body as Answer);
+    }
+    const fanMs = median(fanned.map((a) => a.elapsedMs));
+    const sequentialMs = median(sequential.map((a) => a.elapsedMs));
+    // Expected about 0.5 (max versus sum of two similar steps); the window is generous.
+    expect(fanMs).toBeLessThan(sequentialMs * 0.85);
+    // The overlap is real: the fan-out took less than its own steps added up.
+    const overlapped = fanned.filter((a) => a.elapsedMs < (a.steps.db ?? 0) + (a.steps.api ?? 0));
+    expect(overlapped.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('answers /budget within its tight budget, with a fallback for the late call and Server-Timing', async () => {
+    const res = await get('/budget');
+    const body = res.body as Answer & { budgetMs: number; slowApi: { fallback: boolean; reason: string } };
+    expect(body.budgetMs).toBe(TIGHT_BUDGET_MS);
+    expect(body.elapsedMs).toBeGreaterThanOrEqual(TIGHT_BUDGET_MS - 5);
+    expect(body.elapsedMs).toBeLessThan(TIGHT_BUDGET_MS + 250);
+    expect(body.slowApi).toEqual({ fallback: true, reason: expect.stringContaining('slowApi') });
+    expect(body.api).toEqual(expect.objectContaining({ service: 'slow-api', delayMs: FAST_API_MS }));
+    const budgetSeen = Number(body.api.budgetHeader);
+    expect(budgetSeen).toBeGreaterThan(0);
+    expect(budgetSeen).toBeLessThanOrEqual(TIGHT_BUDGET_MS);
+    const timing = String(res.headers['server-timing']);
+    for (const name of ['file', 'db', 'api', 'total'])
+      expect(timing).toMatch(new RegExp(`\\b${name};dur=\\d`));
+    expect(timing).toMatch(/slowApi;dur=[\d.]+;desc="(fallback|timeout)"/);
+  });
+
+  it('answers /seed in 0.3 s and /seed/sequential in 0.6 s', async () => {
+    const fanned = (await get('/seed')).body as Record<string, unknown> & { elapsedMs: number };
+    const sequential = (await get('/seed/sequential')).body as Record<string, unknown> & {
+      elapsedMs: number;
+    };
+    const values = { file: 'waited 0.1 s', db: 'waited 0.2 s', api: 'waited 0.3 s' };
+    expect(fanned).toEqual({ route: '/seed', elapsedMs: expect.any(Number), ...values });
+    expect(sequential).toEqual({ route: '/seed/sequential', elapsedMs: expect.any(Number), ...values });
+    expect(fanned.elapsedMs).toBeGreaterThanOrEqual(295);
+    expect(fanned.elapsedMs).toBeLessThan(500);
+    expect(sequential.elapsedMs).toBeGreaterThanOrEqual(595);
+    expect(sequential.elapsedMs).toBeLessThan(900);
+    expect(fanned.elapsedMs).toBeLessThan(sequential.elapsedMs * 0.75);
+  });
+
+  it("answers 504 naming the API call when it misses the client's budget", async () => {
+    const started = Date.now();
+    const res = await request().get('/?apiMs=2000').set('x-request-budget-ms', '200');
+    expect(res.status).toBe(504);
+    expect(res.body).toEqual(
+      expect.objectContaining({ status: 504, error: expect.stringMatching(/`api`.*200 ms budget/) }),
+    );
+    expect(Date.now() - started).toBeLessThan(200 + 500);
+    expect(logged.some((line) => line.includes('504'))).toBe(true);
+  });
+
+  it('answers 400 with the reason for a bad query parameter', async () => {
+    const latency = await get('/?apiMs=fast', 400);
+    expect(latency.body).toEqual(
+      expect.objectContaining({ status: 400, error: expect.stringContaining('apiMs') }),
+    );
+    const region = await get('/sequential?region=mars', 400);
+    expect(region.body).toEqual(expect.objectContaining({ error: expect.stringContaining('north') }));
+  });
+
+  it('reports the middleware counters on /stats', async () => {
+    const stats = (await get('/stats')).body as Record<string, unknown>;
+    expect(stats).toEqual(
+      expect.objectContaining({
+        running: 0,
+        queued: 0,
+        completed: expect.any(Number),
+        timedOut: expect.any(Number),
+      }),
+    );
+    expect(stats.completed).toBeGreaterThan(0);
+  });
+
+  it('finds its data on a second start, and close() ends it and frees its port', async () => {
+    const second = await createDemo({ port: 0, dataDir, log: (line) => logged.push(line) });
+    try {
+      expect(second.setup.databaseCreatedMs).toBeNull();
+      expect(second.setup.catalogCreated).toBe(false);
+      await supertest(second.url).get('/seed').expect(200);
+    } finally {
+      await second.close();
+    }
+    expect(second.server.listening).toBe(false);
+    await expect(fetch(`${second.apiUrl}/?ms=0`)).rejects.toThrow();
+  });
+});

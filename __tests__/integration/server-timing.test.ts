@@ -1,0 +1,168 @@
+import { gather } from 'express-fanout';
+import { deferred, delay, never, waitFor } from './helpers/async';
+import { expressVersions } from './helpers/express-versions';
+import { parseServerTiming, report, useHarness } from './helpers/harness';
+
+const ENTRY = /^[A-Za-z0-9_.-]+;dur=\d+(\.\d+)?(;desc="[a-z]+")?$/;
+
+describe.each(expressVersions)('Server-Timing (%s)', (_version, express) => {
+  const { serve } = useHarness(express);
+
+  it('has one entry per task with its duration, plus a total', async () => {
+    const { http } = await serve({ serverTiming: true }, (app) =>
+      app.get(
+        '/',
+        gather({
+          file: ({ signal }) => delay(50, 'f', signal),
+          db: ({ signal }) => delay(200, 'd', signal),
+        }),
+      ),
+    );
+    const res = await http.get('/').expect(200);
+    const entries = parseServerTiming(res.headers['server-timing']);
+    for (const e of entries) expect(e.raw).toMatch(ENTRY);
+    expect(entries.map((e) => e.name).sort()).toEqual(['db', 'file', 'total']);
+    const byName = Object.fromEntries(entries.map((e) => [e.name, e]));
+    expect(byName.db!.dur).toBeGreaterThanOrEqual(190);
+    expect(byName.db!.dur).toBeLessThan(450);
+    expect(byName.file!.dur).toBeGreaterThanOrEqual(45);
+    expect(byName.total!.dur).toBeGreaterThanOrEqual(byName.db!.dur!);
+    expect(byName.db!.desc).toBeUndefined();
+    expect(byName.total!.desc).toBeUndefined();
+  });
+
+  it('is on by default outside production', async () => {
+    const { http } = await serve({}, (app) => app.get('/', gather({ a: () => 1 })));
+    const res = await http.get('/').expect(200);
+    expect(parseServerTiming(res.headers['server-timing']).map((e) => e.name)).toEqual(
+      expect.arrayContaining(['a', 'total']),
+    );
+  });
+
+  it('is off with serverTiming: false', async () => {
+    const { http } = await serve({ serverTiming: false }, (app) => app.get('/', gather({ a: () => 1 })));
+    const res = await http.get('/').expect(200);
+    expect(res.headers['server-timing']).toBeUndefined();
+  });
+
+  describe('with NODE_ENV=production', () => {
+    const previous = process.env.NODE_ENV;
+    beforeEach(() => {
+      process.env.NODE_ENV = 'production';
+    });
+    afterEach(() => {
+      process.env.NODE_ENV = previous;
+    });
+
+    it('is off by default', async () => {
+      const { http } = await serve({}, (app) => app.get('/', gather({ a: () => 1 })));
+      const res = await http.get('/').expect(200);
+      expect(res.headers['server-timing']).toBeUndefined();
+    });
+
+    it('is on when serverTiming: true asks for it', async () => {
+      const { http } = await serve({ serverTiming: true }, (app) => app.get('/', gather({ a: () => 1 })));
+      const res = await http.get('/').expect(200);
+      expect(parseServerTiming(res.headers['server-timing']).map((e) => e.name)).toContain('a');
+    });
+  });
+
+  it('marks a task timed out with desc="timeout", also on the 504 answer', async () => {
+    const { http } = await serve({ serverTiming: true, budgetMs: 150, graceMs: 50 }, (app) =>
+      app.get('/', gather({ quick: () => 1, hung: never })),
+    );
+    const res = await http.get('/').expect(504);
+    const entries = parseServerTiming(res.headers['server-timing']);
+    expect(entries.find((e) => e.name === 'hung')?.desc).toBe('timeout');
+    expect(entries.find((e) => e.name === 'quick')?.desc).toBeUndefined();
+    expect(entries.map((e) => e.name)).toContain('total');
+  });
+
+  it('marks a task whose value came from its fallback with desc="fallback"', async () => {
+    const { http } = await serve({ serverTiming: true }, (app) =>
+      app.get(
+        '/',
+        gather({
+          api: { run: () => Promise.reject(new Error('x')), fallback: null },
+          slow: { run: ({ signal }) => delay(2000, 1, signal), timeoutMs: 50, fallback: 0 },
+          ok: { run: () => 1, fallback: 0 },
+        }),
+      ),
+    );
+    const res = await http.get('/').expect(200);
+    const entries = parseServerTiming(res.headers['server-timing']);
+    expect(entries.find((e) => e.name === 'api')?.desc).toBe('fallback');
+    expect(entries.find((e) => e.name === 'slow')?.desc).toBe('fallback');
+    expect(entries.find((e) => e.name === 'ok')?.desc).toBeUndefined();
+  });
+
+  it('marks a required task that failed with desc="failed" and its aborted siblings with desc="aborted"', async () => {
+    const { http } = await serve({ serverTiming: true }, (app) =>
+      app.get(
+        '/',
+        gather({
+          db: () => delay(30, 0).then(() => Promise.reject(new Error('x'))),
+          sibling: ({ signal }) => delay(3000, 1, signal),
+        }),
+      ),
+    );
+    const res = await http.get('/').expect(502);
+    const entries = parseServerTiming(res.headers['server-timing']);
+    expect(entries.find((e) => e.name === 'db')?.desc).toBe('failed');
+    expect(entries.find((e) => e.name === 'sibling')?.desc).toBe('aborted');
+  });
+
+  it('marks a shed task with desc="shed"', async () => {
+    const gate = deferred<number>();
+    const { http, fo } = await serve({ serverTiming: true, concurrency: 1, maxQueue: 0 }, (app) => {
+      app.get('/hold', gather({ h: () => gate.promise }));
+      app.get(
+        '/',
+        report(async (req) => req.fanout.settle({ x: () => 1 })),
+      );
+    });
+    const hold = http.get('/hold').then((r) => r);
+    await waitFor(() => fo.stats().running === 1, 'the slot to be taken');
+    const res = await http.get('/').expect(200);
+    expect(res.body.value.x.status).toBe('shed');
+    expect(parseServerTiming(res.headers['server-timing']).find((e) => e.name === 'x')?.desc).toBe('shed');
+    gate.resolve(1);
+    await hold;
+  });
+
+  it('lists the tasks of every call of the request', async () => {
+    const { http } = await serve({ serverTiming: true }, (app) =>
+      app.get(
+        '/',
+        report(async (req) => {
+          await req.fanout.all({ a: () => 1 });
+          await req.fanout.run(() => 2, 'b');
+          await req.fanout.settle({ c: () => 3 });
+          return 'ok';
+        }),
+      ),
+    );
+    const res = await http.get('/').expect(200);
+    expect(
+      parseServerTiming(res.headers['server-timing'])
+        .map((e) => e.name)
+        .sort(),
+    ).toEqual(['a', 'b', 'c', 'total']);
+  });
+
+  it('keeps a Server-Timing header the application set itself', async () => {
+    const { http } = await serve({ serverTiming: true }, (app) =>
+      app.get(
+        '/',
+        report(async (req, res) => {
+          res.setHeader('Server-Timing', 'app;dur=1.5');
+          return req.fanout.all({ a: () => 1 });
+        }),
+      ),
+    );
+    const res = await http.get('/').expect(200);
+    expect(parseServerTiming(res.headers['server-timing']).map((e) => e.name)).toEqual(
+      expect.arrayContaining(['app', 'a', 'total']),
+    );
+  });
+});
