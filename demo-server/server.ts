@@ -1,0 +1,53 @@
+// `npm start`: the demo server on PORT (default 3000), until SIGINT or SIGTERM.
+import { ROUTES } from './app';
+import { BUDGET_MS, createDemo } from './demo';
+
+/** Longest a shutdown may take (requests in flight finish within their budget) before the process gives up. */
+const SHUTDOWN_LIMIT_MS = 10_000;
+
+async function main(): Promise<void> {
+  const port = parsePort(process.env.PORT);
+  const demo = await createDemo({ port });
+  const { setup } = demo;
+  const data = setup.databaseCreatedMs === null ? 'found' : `created in ${setup.databaseCreatedMs} ms`;
+  const width = Math.max(...ROUTES.map(([path]) => path.length));
+  console.log(`express-fanout demo on ${demo.url} (budget ${BUDGET_MS} ms per request)`);
+  for (const [path, what] of ROUTES) console.log(`  curl -s ${demo.url}${path.padEnd(width)}  ${what}`);
+  console.log(`slow API (own thread): ${demo.apiUrl}/?ms=300`);
+  console.log(`data: ${demo.dataDir} (database ${data}; one query takes ${setup.queryMs} ms here)`);
+  console.log('Ctrl-C stops it.');
+
+  const stop = (signal: NodeJS.Signals) => {
+    process.off('SIGINT', stop).off('SIGTERM', stop);
+    console.log(`${signal}: finishing the requests in flight, then stopping (again to force)`);
+    const limit = setTimeout(() => {
+      console.error(`Still not stopped after ${SHUTDOWN_LIMIT_MS} ms; exiting anyway`);
+      process.exit(1);
+    }, SHUTDOWN_LIMIT_MS);
+    limit.unref();
+    demo.close().then(
+      () => {
+        clearTimeout(limit);
+        console.log('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        console.error('shutdown failed:', error);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', stop).on('SIGTERM', stop);
+}
+
+function parsePort(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 3000;
+  const port = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
+  if (!(port <= 65535)) throw new Error(`Expected PORT to be an integer from 0 to 65535, got \`${raw}\``);
+  return port;
+}
+
+main().catch((error: unknown) => {
+  console.error('The demo could not start:', error);
+  process.exit(1);
+});
