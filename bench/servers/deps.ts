@@ -1,0 +1,83 @@
+// Simulated dependencies, the same for every variant of a scenario. They take an optional AbortSignal, as real
+// clients (fetch, pg, fs.promises) do: the fan-out variants pass theirs, the hand-written variants have none.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { peak } from './app';
+import { heavyTail } from './params';
+
+/** An IO call that answers `value` after `ms`, or rejects at once when `signal` aborts. */
+export function dependency<T>(ms: number, value: T, signal?: AbortSignal): Promise<T> {
+  return sleep(ms, value, signal ? { signal } : undefined);
+}
+
+// mulberry32: a seeded generator, so every variant of the heavy-tail scenario meets the same sequence of slow
+// calls (in call order) and none is luckier than another.
+let seed = 0x5eed;
+function random(): number {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+
+/** Heavy tail: 20 ms, except 5% of calls, which take 2 s. */
+export function tailDependency(signal?: AbortSignal): Promise<number> {
+  const ms = random() < heavyTail.slowShare ? heavyTail.slowMs : heavyTail.fastMs;
+  return dependency(ms, ms, signal);
+}
+
+/**
+ * A downstream service with a fixed capacity (a database with a pool of `capacity` connections): at most
+ * `capacity` calls run at once, each for `ms`; the others wait in arrival order. An aborted call leaves the
+ * queue, or frees its connection at once (the query is cancelled). Offered more than it can serve, its queue
+ * and its latency grow without bound: that is what the overload scenario puts in front of each variant.
+ */
+export class Downstream {
+  private running = 0;
+  private readonly waiting = new Set<() => void>();
+
+  constructor(
+    readonly capacity: number,
+    readonly ms: number,
+  ) {}
+
+  async call(signal?: AbortSignal): Promise<number> {
+    await this.acquire(signal);
+    try {
+      return await dependency(this.ms, 1, signal);
+    } finally {
+      this.release();
+    }
+  }
+
+  private acquire(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    if (this.running < this.capacity) {
+      this.running++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.waiting.delete(grant);
+        reject(signal!.reason);
+      };
+      const grant = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        this.running++;
+        resolve();
+      };
+      this.waiting.add(grant);
+      peak('downstreamQueuePeak', this.waiting.size);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private release(): void {
+    this.running--;
+    const next = this.waiting.values().next();
+    if (!next.done) {
+      this.waiting.delete(next.value);
+      next.value();
+    }
+  }
+}

@@ -1,0 +1,45 @@
+// Scenario 2, overhead: three zero-delay async tasks, so the route measures the machinery around them.
+import { serve, variantArg } from './app';
+import { loadPackage } from './package';
+
+const variant = variantArg(['constant', 'promise-all', 'p-limit', 'fanout-all', 'fanout-all-server-timing']);
+
+const task = async (value: number): Promise<number> => value;
+// Defined once, not per request: under tsx (esbuild's keepNames) each function expression evaluated in a handler
+// pays a `__name()` call that compiled code does not, and only the fan-out variants would pay it.
+const tasks = { a: () => task(1), b: () => task(2), c: () => task(3) };
+
+serve(async (app) => {
+  switch (variant) {
+    case 'constant':
+      app.get('/', (_req, res) => {
+        res.json({ a: 1, b: 2, c: 3 });
+      });
+      return;
+    case 'promise-all':
+      app.get('/', async (_req, res) => {
+        const [a, b, c] = await Promise.all([task(1), task(2), task(3)]);
+        res.json({ a, b, c });
+      });
+      return;
+    case 'p-limit': {
+      // p-limit 7 is ESM-only; one limiter for the process, as the package has one scheduler.
+      const { default: pLimit } = await import('p-limit');
+      const limit = pLimit(256);
+      app.get('/', async (_req, res) => {
+        const [a, b, c] = await Promise.all([limit(task, 1), limit(task, 2), limit(task, 3)]);
+        res.json({ a, b, c });
+      });
+      return;
+    }
+    case 'fanout-all':
+    case 'fanout-all-server-timing': {
+      const { fanout } = await loadPackage();
+      app.use(fanout({ serverTiming: variant === 'fanout-all-server-timing' }));
+      app.get('/', async (req, res) => {
+        res.json(await req.fanout.all(tasks));
+      });
+      return;
+    }
+  }
+});
