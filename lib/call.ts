@@ -1,5 +1,12 @@
 import { performance } from 'node:perf_hooks';
-import { BudgetExceededError, FanoutError, SiblingFailedError, TaskFailedError } from './errors';
+import {
+  BudgetExceededError,
+  FanoutError,
+  OverloadedError,
+  quietly,
+  SiblingFailedError,
+  TaskFailedError,
+} from './errors';
 import type { Scope } from './scope';
 import type { TaskDef } from './task-def';
 import { TaskRun } from './task';
@@ -60,7 +67,41 @@ export class Call {
   /** Submits the tasks that depend on nothing. Separate from the constructor so the call is tracked first. */
   begin(): void {
     if (this.remaining === 0) return this.finish();
+    if (this.mode === 'all' && this.tasks.length > 1 && this.shedAtAdmission()) return;
     for (const task of this.tasks) if (task.pendingDeps === 0) task.submit();
+  }
+
+  /**
+   * Sheds the whole call before any task starts when the scheduler cannot admit a required task of it: the
+   * same outcome as starting the first tasks, shedding a later required one and aborting the rest (fail-fast),
+   * without the wasted starts. Under overload that keeps the slots for requests that can complete.
+   */
+  private shedAtAdmission(): boolean {
+    const scope = this.scope;
+    const scheduler = scope.runtime.scheduler;
+    let room = scheduler.capacity(scope.lane);
+    const refused: string[] = [];
+    for (const task of this.tasks) {
+      if (task.pendingDeps !== 0) continue;
+      if (room > 0) room--;
+      else if (!task.def.hasFallback) refused.push(task.name);
+    }
+    if (refused.length === 0 || scope.ending(refused[0]!) || scope.runtime.closed) return false;
+    const detail =
+      `no free slot and the queue is full (${scheduler.running}/${scheduler.concurrency} running, ` +
+      `${scheduler.queued}/${scheduler.maxQueue} queued)`;
+    const error = quietly(() => new OverloadedError(refused, detail));
+    this.bulk = true;
+    for (const task of this.tasks) {
+      if (task.state !== 'settled')
+        task.settle(
+          'shed',
+          quietly(() => new OverloadedError([task.name], detail)),
+        );
+    }
+    this.bulk = false;
+    this.finish(error);
+    return true;
   }
 
   onTaskSettled(task: TaskRun): void {
@@ -111,7 +152,12 @@ export class Call {
   private failFast(error: FanoutError): void {
     this.bulk = true;
     for (const task of this.tasks) {
-      if (task.state !== 'settled') task.settle('aborted', new SiblingFailedError(task.name, error));
+      if (task.state !== 'settled') {
+        task.settle(
+          'aborted',
+          quietly(() => new SiblingFailedError(task.name, error)),
+        );
+      }
     }
     this.bulk = false;
     this.finish(error);

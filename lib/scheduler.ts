@@ -71,6 +71,18 @@ export class Scheduler {
     return job.queued ? 'queued' : 'started';
   }
 
+  /**
+   * How many jobs submitted now to `lane` would be admitted (started or queued) rather than shed: the slots
+   * they could take at once plus the room left in the queue.
+   */
+  capacity(lane: Lane): number {
+    const startable =
+      this.heap.length === 0
+        ? Math.max(0, Math.min(this.concurrency - this.running, this.perRequest - lane.running))
+        : 0;
+    return startable + Math.max(0, this.maxQueue - this.queued);
+  }
+
   /** Removes a queued job (its task was aborted before it started). */
   cancel(lane: Lane, job: Job): void {
     if (!job.queued) return;

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import onHeaders from 'on-headers';
 import { parseBudgetHeader } from './budget-header';
 import { Call, round, type Mode } from './call';
-import { BudgetExceededError, ClientClosedError, FanoutError } from './errors';
+import { BudgetExceededError, ClientClosedError, FanoutError, quietly } from './errors';
 import { integer } from './options';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
@@ -161,7 +161,9 @@ export class Scope implements Fanout {
     this.calls = new Set();
     const left = this.deadlineAt - performance.now();
     if (left > 0) {
-      this.timer = setTimeout(onDeadline, left, this);
+      // A whole number of ms: Node keeps one timer list per duration, so requests with the same budget share
+      // one list (an O(1) append) instead of each adding a list to the timers' priority queue.
+      this.timer = setTimeout(onDeadline, Math.ceil(left), this);
       this.timer.unref();
     } else this.end('deadline');
     this.res.once('close', () => this.end(this.res.writableEnded ? 'finished' : 'disconnect'));
@@ -190,10 +192,11 @@ export class Scope implements Fanout {
     if (!this.calls || this.calls.size === 0) return;
     const status: TaskStatus = reason === 'deadline' ? 'timeout' : 'aborted';
     for (const call of [...this.calls]) {
+      // Made from a timer or a socket event, these errors' stacks would show only Node's frames: skip them.
       call.expire(
         status,
-        (name) => this.endError([name]),
-        (names) => this.endError(names),
+        (name) => quietly(() => this.endError([name])),
+        (names) => quietly(() => this.endError(names)),
       );
     }
   }

@@ -1,6 +1,6 @@
 import type { TransferListItem } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { BudgetExceededError, OverloadedError } from './errors';
+import { BudgetExceededError, OverloadedError, quietly } from './errors';
 import type { Job } from './scheduler';
 import type { Call } from './call';
 import type { TaskDef } from './task-def';
@@ -80,7 +80,10 @@ export class TaskRun implements Job {
       const detail =
         `no free slot and the queue is full (${scheduler.running}/${scheduler.concurrency} running, ` +
         `${scheduler.queued}/${scheduler.maxQueue} queued)`;
-      this.settle('shed', new OverloadedError([this.name], detail));
+      this.settle(
+        'shed',
+        quietly(() => new OverloadedError([this.name], detail)),
+      );
     }
   }
 

@@ -75,6 +75,11 @@ export interface WorkerOptions {
   maxQueueSize?: number;
   /** `worker_threads` resource limits of each thread (heap size, stack). A thread exceeding them crashes and is replaced. */
   resourceLimits?: ResourceLimits;
+  /**
+   * Node options of each thread, e.g. `['--require', 'tsx/cjs']` to run a TypeScript worker script from
+   * the sources in development. Ship a compiled script in production. @default the process's own `execArgv`
+   */
+  execArgv?: string[];
 }
 
 /** How a task ended. */

@@ -14,6 +14,7 @@ export interface ResolvedWorkerOptions {
   minWorkers: number;
   maxQueueSize: number;
   resourceLimits: ResourceLimits | undefined;
+  execArgv: string[] | undefined;
 }
 
 const KNOWN: readonly (keyof WorkerOptions)[] = [
@@ -22,6 +23,7 @@ const KNOWN: readonly (keyof WorkerOptions)[] = [
   'minWorkers',
   'maxQueueSize',
   'resourceLimits',
+  'execArgv',
 ];
 const LIMITS: readonly (keyof ResourceLimits)[] = [
   'maxOldGenerationSizeMb',
@@ -103,6 +105,13 @@ function resolveLimits(value: unknown): ResourceLimits {
   return limits;
 }
 
+function resolveExecArgv(value: unknown): string[] {
+  if (!Array.isArray(value) || !value.every((arg) => typeof arg === 'string')) {
+    throw new TypeError(`Expected \`workers.execArgv\` to be an array of strings, got ${describe(value)}`);
+  }
+  return [...value];
+}
+
 /**
  * Validates the `workers` option of `fanout()` once, at factory time: `undefined` gives the defaults with
  * no script (`worker()` then rejects with a `WorkerScriptError`), `false` disables worker threads, and any
@@ -135,5 +144,6 @@ export function resolveWorkerOptions(input: unknown): ResolvedWorkerOptions | fa
         ? DEFAULT_MAX_QUEUE_SIZE
         : integer('workers.maxQueueSize', o.maxQueueSize, 0, max),
     resourceLimits: o.resourceLimits === undefined ? undefined : resolveLimits(o.resourceLimits),
+    execArgv: o.execArgv === undefined ? undefined : resolveExecArgv(o.execArgv),
   };
 }

@@ -316,6 +316,7 @@ export class WorkerPool {
         eval: true,
         workerData: { url: pathToFileURL(o.script!).href, loadExitCode: LOAD_EXIT_CODE },
         ...(o.resourceLimits ? { resourceLimits: { ...o.resourceLimits } } : {}),
+        ...(o.execArgv ? { execArgv: [...o.execArgv] } : {}),
       },
     });
     return this.#pool;

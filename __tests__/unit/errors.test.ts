@@ -8,6 +8,7 @@ import {
   WorkerCrashedError,
   WorkerScriptError,
 } from 'express-fanout';
+import { quietly } from '../../lib/errors';
 
 describe('errors', () => {
   it('every error extends FanoutError and Error and is named after its class', () => {
@@ -123,5 +124,22 @@ describe('errors', () => {
     });
     expect(error.headers).toEqual({ 'X-A': '1' });
     expect(new FanoutError('m', 400).tasks).toEqual([]);
+  });
+});
+
+describe('quietly()', () => {
+  it('builds the error without a stack trace and restores Error.stackTraceLimit, even when the builder throws', () => {
+    const limit = Error.stackTraceLimit;
+    const error = quietly(() => new OverloadedError(['db'], 'full'));
+    expect(error).toBeInstanceOf(OverloadedError);
+    expect(error.message).toBe('Task `db` shed: full');
+    expect(error.stack).not.toMatch(/\n\s+at /);
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(() =>
+      quietly(() => {
+        throw new RangeError('builder failed');
+      }),
+    ).toThrow('builder failed');
+    expect(Error.stackTraceLimit).toBe(limit);
   });
 });
