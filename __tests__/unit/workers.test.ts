@@ -93,6 +93,7 @@ describe('resolveWorkerOptions', () => {
       minWorkers: 0,
       maxQueueSize: 1024,
       resourceLimits: undefined,
+      execArgv: undefined,
     });
     expect((resolved as { maxWorkers: number }).maxWorkers).toBeGreaterThanOrEqual(2);
   });
