@@ -211,9 +211,11 @@ function applyFallback(task: TaskRun): boolean {
 function failureOf(task: TaskRun): FanoutError {
   if (task.fallbackThrew) return new TaskFailedError(task.name, task.error, 'failed and its fallback threw');
   if (task.status === 'rejected') {
-    return task.error instanceof TaskFailedError && task.error.tasks[0] === task.name
-      ? task.error
-      : new TaskFailedError(task.name, task.error);
+    const error = task.error;
+    // The package's own verdict on this task passes through (a crashed worker); anything else the task
+    // threw is a failed dependency, 502, with the original in `cause` (a `WorkerScriptError` included).
+    if (error instanceof TaskFailedError && error.tasks[0] === task.name) return error;
+    return new TaskFailedError(task.name, error);
   }
   return task.error instanceof FanoutError ? task.error : new TaskFailedError(task.name, task.error);
 }

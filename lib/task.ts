@@ -112,7 +112,10 @@ export class TaskRun implements Job {
 
   private onRejected(error: unknown): void {
     this.releaseSlot();
-    if (this.state !== 'settled') this.settle('rejected', error);
+    if (this.state === 'settled') return;
+    // The worker pool sheds a call for this very task when its queue is full: that is a shed, not a failure.
+    const shed = error instanceof OverloadedError && error.tasks.includes(this.name);
+    this.settle(shed ? 'shed' : 'rejected', error);
   }
 
   /** Records the outcome once; aborts the work if it is still running, keeping its slot for `graceMs`. */
