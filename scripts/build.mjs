@@ -4,15 +4,23 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const dist = join(root, 'dist');
+// `--out <dir>` builds elsewhere (the dist smoke test builds into build/ so it never races `dist/`).
+const outAt = process.argv.indexOf('--out');
+const dist = outAt > 0 ? resolve(process.argv[outAt + 1] ?? '') : join(root, 'dist');
 rmSync(dist, { recursive: true, force: true });
 execFileSync(
   process.execPath,
-  [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')],
+  [
+    join(root, 'node_modules/typescript/bin/tsc'),
+    '-p',
+    join(root, 'tsconfig.build.json'),
+    '--outDir',
+    join(dist, 'cjs'),
+  ],
   {
     stdio: 'inherit',
   },
@@ -27,4 +35,4 @@ writeFileSync(
   `import cjs from '../cjs/index.js';\nexport const { ${names.join(', ')} } = cjs;\n`,
 );
 writeFileSync(join(dist, 'esm/index.d.mts'), `export * from '../cjs/index.js';\n`);
-console.log(`built dist/ (cjs + esm wrapper): ${names.join(', ')}`);
+console.log(`built ${dist === join(root, 'dist') ? 'dist/' : dist} (cjs + esm wrapper): ${names.join(', ')}`);
