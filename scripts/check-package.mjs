@@ -60,26 +60,23 @@ export { s, OverloadedError };
     ['CommonJS', 'commonjs', 'node10'],
     ['node16', 'node16', 'node16'],
   ]) {
-    run(
-      process.execPath,
-      [
-        join(root, 'node_modules/typescript/bin/tsc'),
-        '--noEmit',
-        '--strict',
-        '--esModuleInterop',
-        // Our .d.ts files are checked by the strict compile of app.ts; other packages' are not ours to check.
-        '--skipLibCheck',
-        '--module',
-        module,
-        '--moduleResolution',
-        resolution,
-        '--types',
-        'node',
-        '--typeRoots',
-        join(root, 'node_modules/@types'),
-        'app.ts',
-      ],
-    );
+    run(process.execPath, [
+      join(root, 'node_modules/typescript/bin/tsc'),
+      '--noEmit',
+      '--strict',
+      '--esModuleInterop',
+      // Our .d.ts files are checked by the strict compile of app.ts; other packages' are not ours to check.
+      '--skipLibCheck',
+      '--module',
+      module,
+      '--moduleResolution',
+      resolution,
+      '--types',
+      'node',
+      '--typeRoots',
+      join(root, 'node_modules/@types'),
+      'app.ts',
+    ]);
     console.log(`  TypeScript (${label} resolution) compiles against the shipped types`);
   }
   console.log(`  ${packed.filename}: ${files.length} files; require() and import give the same module`);
