@@ -47,7 +47,9 @@ const LOAD_FAILURE = 'expressFanoutLoadFailure';
  * Every thread starts here (as `eval` code) and imports the user's script, so that a script that fails to
  * load is told apart from a thread that crashes later: instead of dying (and being respawned by the next
  * call, and dying again) the thread stays up and answers every call with the load error, which the main
- * thread turns into one `WorkerScriptError` for the pool. `import()` loads CommonJS and ES modules alike.
+ * thread turns into one `WorkerScriptError` for the pool. The script is loaded with `require()` first, so
+ * that `--require` hooks in `execArgv` apply (`tsx/cjs` for a TypeScript script), and with `import()` when it
+ * is an ES module.
  */
 const BOOTSTRAP = `'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
@@ -77,7 +79,15 @@ function fail(kind, error) {
 process.once('beforeExit', () => {
   if (parentPort.listenerCount('message') === 0) fail('unregistered', null);
 });
-import(workerData.url).then(() => { loading = false; }, (error) => fail('threw', error));
+let esm = false;
+try {
+  require(workerData.path);
+} catch (error) {
+  if (error && error.code === 'ERR_REQUIRE_ESM') esm = true;
+  else fail('threw', error);
+}
+if (esm) import(workerData.url).then(() => { loading = false; }, (error) => fail('threw', error));
+else loading = false;
 `;
 
 /** The part of a workerpool task this module touches. */
@@ -314,7 +324,7 @@ export class WorkerPool {
       workerTerminateTimeout: TERMINATE_GRACE_MS,
       workerThreadOpts: {
         eval: true,
-        workerData: { url: pathToFileURL(o.script!).href, loadExitCode: LOAD_EXIT_CODE },
+        workerData: { path: o.script!, url: pathToFileURL(o.script!).href, loadExitCode: LOAD_EXIT_CODE },
         ...(o.resourceLimits ? { resourceLimits: { ...o.resourceLimits } } : {}),
         ...(o.execArgv ? { execArgv: [...o.execArgv] } : {}),
       },

@@ -180,6 +180,14 @@ describe('WorkerPool', () => {
     await expect(pool.exec('add', [1, 1], { task: 'sum' })).resolves.toBe(2);
   });
 
+  it('loads a TypeScript script from its source with a --require hook in execArgv', async () => {
+    const pool = makePool({
+      script: fixture('worker-typed.ts'),
+      execArgv: ['--require', require.resolve('tsx/cjs')],
+    });
+    await expect(pool.exec('square', [7], { task: 'square' })).resolves.toBe(49);
+  });
+
   it('transfers the buffers listed in `transfer`', async () => {
     const pool = makePool();
     const buffer = new ArrayBuffer(1024);
