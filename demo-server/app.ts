@@ -1,8 +1,9 @@
-// The demo's routes: the same three real IO steps (a file, a database query, an HTTP call) awaited one after
-// another and fanned out, then the story's timers, then a tight budget with a fallback.
+// The demo's routes: the same three real steps (a file, a database query on the worker pool, an HTTP call)
+// awaited one after another and fanned out, then the story's timers, a tight budget with a fallback, and a
+// CPU-bound step on the worker pool and on the event loop.
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import express, {
   type ErrorRequestHandler,
   type Express,
@@ -19,14 +20,20 @@ import {
   type TaskTiming,
 } from 'express-fanout';
 import { readCatalog } from './catalog';
-import { isRegion, regionReport, REGIONS, type DemoDatabase, type Region, type RegionReport } from './db';
+import { CPU_N, fib, MAX_CPU_N } from './cpu';
+import { isRegion, REGIONS, type Region } from './db';
+import type { LoopDelay } from './loop-delay';
 import { callSlowApi, MAX_DELAY_MS } from './slow-api';
+import './worker-methods'; // the worker methods' types: worker('regionReport', …), worker('fib', …)
 
 export interface AppDeps {
   /** The middleware, mounted for every route (its `stats()` feed `/stats`). */
   fo: FanoutMiddleware;
   catalogFile: string;
-  db: DemoDatabase;
+  /** The SQLite file, queried read-only by the worker script's `regionReport` on the pool's threads. */
+  dbFile: string;
+  /** The event-loop delay monitor shown by `/stats`. */
+  loopDelay: LoopDelay;
   /** Base URL of the slow API. */
   apiUrl: string;
   /** Where 5xx errors are reported. */
@@ -51,26 +58,27 @@ export const ROUTES: ReadonlyArray<readonly [path: string, what: string]> = [
   ],
   ['/seed', "the story's 0.1 / 0.2 / 0.3 s timers through gather(): 0.3 s"],
   ['/seed/sequential', 'the same timers one after another: 0.6 s'],
-  ['/stats', 'the middleware counters, fo.stats()'],
+  [
+    '/cpu',
+    `fib(${CPU_N}) on the worker pool, ~100-200 ms of CPU: the event loop stays free; ?n= <= ${MAX_CPU_N}`,
+  ],
+  ['/cpu/inline', 'the same fib on the event loop: every other request waits for it'],
+  ['/ping', 'a light answer: its latency shows how free the event loop is'],
+  ['/stats', 'fo.stats() (worker threads included) and the event-loop delay since the last /stats'],
 ];
 
-export function createApp({ fo, catalogFile, db, apiUrl, log }: AppDeps): Express {
+export function createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl, log }: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.use(stopwatch);
   app.use(fo);
 
-  // The database step of a fan-out. The query is synchronous and holds the event loop until it returns, so it
-  // first lets the sibling tasks, started in the same tick, put their IO on the wire: two turns of the event
-  // loop, as a request on a new connection is written only when the connection's 'connect' event comes.
-  // (The worker-pool step replaces this with `ctx.worker(...)`, off the event loop.)
+  // The database step: the query is synchronous (better-sqlite3), so it runs on the worker pool, where it
+  // holds a thread, not the event loop. worker-methods.ts types the arguments and the RegionReport result.
   const dbTask =
     (region: Region) =>
-    async ({ signal }: TaskContext): Promise<RegionReport> => {
-      await setImmediate(undefined, { signal });
-      await setImmediate(undefined, { signal });
-      return regionReport(db, region);
-    };
+    ({ worker }: TaskContext) =>
+      worker('regionReport', [dbFile, region]);
 
   app.get(
     '/',
@@ -99,7 +107,10 @@ export function createApp({ fo, catalogFile, db, apiUrl, log }: AppDeps): Expres
         }
       };
       const file = await step('file', () => readCatalog(catalogFile));
-      const dbValue = await step('db', () => regionReport(db, region));
+      // The same query on the same pool as `/`, awaited in its turn: the two routes differ only in running
+      // the steps together or one after another, not in where the query runs (inline, it would skip the
+      // thread hop, and the comparison would mix two effects).
+      const dbValue = await step('db', () => req.fanout.worker('regionReport', [dbFile, region]));
       const api = await step('api', () => callSlowApi(apiUrl, apiMs));
       res.json({ route: '/sequential', elapsedMs: elapsedMs(req), steps, file, db: dbValue, api });
     }),
@@ -156,8 +167,38 @@ export function createApp({ fo, catalogFile, db, apiUrl, log }: AppDeps): Expres
     }),
   );
 
+  // The CPU-bound step, on the worker pool: under the request's budget (a thread still busy at the deadline
+  // is terminated, the answer is a 504), while the event loop serves other requests.
+  app.get(
+    '/cpu',
+    route(async (req, res) => {
+      const n = intParam(req, 'n', CPU_N, MAX_CPU_N);
+      const value = await req.fanout.worker('fib', [n]);
+      res.json({
+        route: '/cpu',
+        n,
+        fib: value,
+        elapsedMs: elapsedMs(req),
+        steps: stepsOf(req.fanout.timings()),
+      });
+    }),
+  );
+  // The same computation on the event loop: nothing else runs meanwhile, and no budget can cut it short.
+  app.get('/cpu/inline', (req, res) => {
+    const n = intParam(req, 'n', CPU_N, MAX_CPU_N);
+    const started = performance.now();
+    const value = fib(n);
+    const fibMs = round(performance.now() - started);
+    res.json({ route: '/cpu/inline', n, fib: value, elapsedMs: elapsedMs(req), steps: { fib: fibMs } });
+  });
+
+  app.get('/ping', (_req, res) => {
+    res.json({ pong: true });
+  });
+
+  // The counters, plus how late the event loop ran since the previous /stats (each read starts a new window).
   app.get('/stats', (_req, res) => {
-    res.json(fo.stats());
+    res.json({ ...fo.stats(), eventLoopDelayMs: loopDelay.read() });
   });
 
   app.use(jsonErrors(log));

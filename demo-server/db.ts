@@ -1,7 +1,6 @@
 // The demo's embedded database: one generated table, big enough that a real query takes tens of ms.
-// Everything here is synchronous (better-sqlite3 is a synchronous driver). For now the demo calls
-// `regionReport()` inline on the event loop; the worker-pool step calls the same function from a worker script,
-// where each thread opens the file read-only with `openDatabase()`.
+// Everything here is synchronous (better-sqlite3 is a synchronous driver), so the demo's requests run
+// `regionReport()` on the worker pool (worker.ts), where each thread opens the file read-only once.
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -71,7 +70,7 @@ export function ensureDatabase(file: string, rows = ORDER_ROWS): { created: bool
   return { created: true, ms: performance.now() - started };
 }
 
-/** Opens the database read-only: the demo's requests (and, later, each worker thread) only read it. */
+/** Opens the database read-only: the demo's worker threads only read it. */
 export function openDatabase(file: string): DemoDatabase {
   return new Database(file, { readonly: true, fileMustExist: true });
 }

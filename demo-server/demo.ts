@@ -1,19 +1,25 @@
-// The whole demo as one object: data on disk, the slow API thread, the middleware and the listening server,
-// and the one `close()` that ends them in order. `server.ts` runs it; the integration test creates its own.
+// The whole demo as one object: data on disk, the slow API thread, the middleware with its worker pool, the
+// listening server, and the one `close()` that ends them in order. `server.ts` runs it; the integration test
+// creates its own.
 import { existsSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
 import { fanout, type FanoutMiddleware } from 'express-fanout';
 import { createApp } from './app';
 import { CATALOG_FILE, ensureCatalog, readCatalog } from './catalog';
-import { DB_FILE, ensureDatabase, openDatabase, regionReport, type DemoDatabase } from './db';
+import { DB_FILE, ensureDatabase, openDatabase, regionReport } from './db';
+import { monitorLoopDelay, type LoopDelay } from './loop-delay';
 import { callSlowApi, startSlowApi, type SlowApi } from './slow-api';
+import { poolEntry } from './thread';
 
 /** The budget of every request of the demo (a client may ask for less with `x-request-budget-ms`). */
 export const BUDGET_MS = 1000;
+
+/** The worker script (worker.ts, or worker.js compiled) and how the pool's threads load it. */
+const POOL = poolEntry(join(__dirname, `worker${extname(__filename)}`));
 
 export interface DemoOptions {
   /** Port of the demo server; 0 picks a free one. @default 3000 */
@@ -37,9 +43,14 @@ export interface Demo {
   /** The slow API's base URL. */
   readonly apiUrl: string;
   readonly dataDir: string;
-  /** What the start found or made on disk, and how long one query takes here. */
-  readonly setup: { databaseCreatedMs: number | null; catalogCreated: boolean; queryMs: number };
-  /** Stops accepting, drains the middleware, then ends the slow API and closes the database. Idempotent. */
+  /** What the start found or made on disk, how long one query takes here, and the worker pool's script. */
+  readonly setup: {
+    databaseCreatedMs: number | null;
+    catalogCreated: boolean;
+    queryMs: number;
+    workerScript: string;
+  };
+  /** Stops accepting, drains the middleware, ends its worker threads, then ends the slow API. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -48,55 +59,92 @@ export async function createDemo(options: DemoOptions = {}): Promise<Demo> {
   const dataDir = resolve(options.dataDir ?? join(packageRoot(), 'demo-server', 'data'));
   const catalogFile = join(dataDir, CATALOG_FILE);
   const catalog = ensureCatalog(catalogFile);
-  const database = ensureDatabase(join(dataDir, DB_FILE));
-  const db = openDatabase(join(dataDir, DB_FILE));
-  const fo = fanout({ budgetMs: BUDGET_MS, serverTiming: true });
+  const dbFile = join(dataDir, DB_FILE);
+  const database = ensureDatabase(dbFile);
+  const queryMs = timeOneQuery(dbFile);
+  // `minWorkers: 2` starts two threads at the first worker call (the warm-up below), not the second one when
+  // two calls first overlap; `maxWorkers` keeps its default, one thread per core and at least 2.
+  const fo = fanout({
+    budgetMs: BUDGET_MS,
+    serverTiming: true,
+    workers: { script: POOL.script, execArgv: POOL.execArgv, minWorkers: 2 },
+  });
+  const loopDelay = monitorLoopDelay();
   let api: SlowApi | undefined;
+  let listening: Listening | undefined;
   try {
-    const started = performance.now();
-    regionReport(db, 'north'); // warms the page cache, and says what one query costs on this machine
-    const queryMs = Math.round(performance.now() - started);
     api = await startSlowApi({ port: options.apiPort ?? 0 });
     // The first fetch pays for starting undici and opening a connection, the first read for cold caches:
     // paid here, once, so that the first request measures the same as the others.
     await Promise.all([callSlowApi(api.url, 0), readCatalog(catalogFile)]);
-    const app = createApp({ fo, catalogFile, db, apiUrl: api.url, log });
-    const listening = await listen(app, options.port ?? 3000, options.host);
+    const app = createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl: api.url, log });
+    listening = await listen(app, options.port ?? 3000, options.host);
     const { server } = listening;
     const { port } = server.address() as AddressInfo;
-    const slowApi = api;
+    const url = `http://${urlHost(options.host)}:${port}`;
+    // The same for the worker pool: two requests at once start both threads, which load the script and open
+    // the database, before any client's request.
+    await Promise.all([warmUp(`${url}/?apiMs=0`), warmUp(`${url}/?apiMs=0`)]);
+    const parts = { listening, fo, api, loopDelay };
     let closing: Promise<void> | undefined;
     return {
       app,
       fo,
       server,
-      url: `http://${urlHost(options.host)}:${port}`,
+      url,
       apiUrl: api.url,
       dataDir,
       setup: {
         databaseCreatedMs: database.created ? Math.round(database.ms) : null,
         catalogCreated: catalog.created,
         queryMs,
+        workerScript: basename(POOL.script),
       },
-      close: () => (closing ??= shutdown(listening, fo, slowApi, db)),
+      close: () => (closing ??= shutdown(parts)),
     };
   } catch (error) {
+    await listening?.stop();
     await fo.close();
     await api?.close();
-    db.close();
+    loopDelay.close();
     throw error;
   }
 }
 
-async function shutdown(listening: Listening, fo: FanoutMiddleware, api: SlowApi, db: DemoDatabase) {
+/** One query on the main thread, on its own connection: warms the page cache, tells what a query costs. */
+function timeOneQuery(dbFile: string): number {
+  const db = openDatabase(dbFile);
+  try {
+    const started = performance.now();
+    regionReport(db, 'north');
+    return Math.round(performance.now() - started);
+  } finally {
+    db.close();
+  }
+}
+
+async function warmUp(url: string): Promise<void> {
+  const response = await fetch(url);
+  const body = await response.text();
+  if (!response.ok) throw new Error(`The warm-up request ${url} answered ${response.status}: ${body}`);
+}
+
+async function shutdown(parts: {
+  listening: Listening;
+  fo: FanoutMiddleware;
+  api: SlowApi;
+  loopDelay: LoopDelay;
+}) {
   // No new connections; idle keep-alive ones close now, busy ones right after their answer.
-  const stopped = listening.stop();
-  // Requests in flight finish: their tasks settle within their budgets, then the middleware stops.
-  await fo.close();
+  const stopped = parts.listening.stop();
+  // Requests in flight finish: their tasks settle within their budgets, then the middleware stops and its
+  // worker threads end.
+  await parts.fo.close();
   await stopped;
-  // Only now nothing uses the slow API or the database (the sequential routes use them without the middleware).
-  await api.close();
-  db.close();
+  // Only now nothing uses the slow API: /sequential calls it outside any task, so the middleware does not
+  // wait for it, but the server has closed only once every answer went out.
+  await parts.api.close();
+  parts.loopDelay.close();
 }
 
 interface Listening {

@@ -15,6 +15,7 @@ async function main(): Promise<void> {
   for (const [path, what] of ROUTES) console.log(`  curl -s ${demo.url}${path.padEnd(width)}  ${what}`);
   console.log(`slow API (own thread): ${demo.apiUrl}/?ms=300`);
   console.log(`data: ${demo.dataDir} (database ${data}; one query takes ${setup.queryMs} ms here)`);
+  console.log(`worker pool: ${setup.workerScript} (the query and /cpu's fib run there)`);
   console.log('Ctrl-C stops it.');
 
   const stop = (signal: NodeJS.Signals) => {

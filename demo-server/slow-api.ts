@@ -2,8 +2,8 @@
 // echoes the budget header it received, to show the budget travelling with outbound calls.
 //
 // It runs on its own worker thread, with its own event loop, as a remote service would. On the demo's thread,
-// the inline SQLite query (a synchronous call holding the event loop for ~50 ms) would also hold this
-// "remote" service's timers, and every measurement of the fan-out would be off by the query's duration.
+// anything that holds the event loop (`/cpu/inline`'s computation, a synchronous query) would also hold this
+// "remote" service's timers, and the demo's measurements would blame the service for the demo's own delays.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';

@@ -16,3 +16,12 @@ export function threadEntry(moduleFile: string): {
     options: { execArgv: ts ? ['--require', require.resolve('tsx/cjs')] : [] },
   };
 }
+
+/**
+ * The `script` and `execArgv` of the fan-out's worker pool for the demo's worker script: `worker.js` compiled,
+ * or `worker.ts` from the sources with tsx's require hook (the pool loads its script with `require()` first).
+ */
+export function poolEntry(scriptFile: string): { script: string; execArgv: string[] } {
+  const { filename, options } = threadEntry(scriptFile);
+  return { script: filename, execArgv: options.execArgv ?? [] };
+}

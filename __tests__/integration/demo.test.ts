@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import supertest from 'supertest';
 import { API_MS, FAST_API_MS, TIGHT_BUDGET_MS } from '../../demo-server/app';
 import { CATALOG_FILE } from '../../demo-server/catalog';
+import { CPU_N, fib, MAX_CPU_N } from '../../demo-server/cpu';
 import { DB_FILE } from '../../demo-server/db';
 import { BUDGET_MS, createDemo, type Demo } from '../../demo-server/demo';
 
-// The demo with real IO: a file, a SQLite query on the event loop, an HTTP service on its own thread. Timing
-// checks are tolerance windows and ratios: the machine is small and shared.
+// The demo with real IO: a file, a SQLite query on the fan-out's worker pool, an HTTP service on its own
+// thread, and a CPU-bound step on the pool or on the event loop. Timing checks are tolerance windows and
+// ratios: the machine is small and shared.
 
 interface Answer {
   route: string;
@@ -19,8 +21,39 @@ interface Answer {
   api: { service: string; delayMs: number; budgetHeader: string | null };
 }
 
+interface CpuAnswer {
+  route: string;
+  n: number;
+  fib: number;
+  elapsedMs: number;
+  steps: { fib: number };
+}
+
+interface Stats {
+  running: number;
+  queued: number;
+  completed: number;
+  workers: { busy: number; idle: number; pending: number; terminated: number; crashed: number };
+  eventLoopDelayMs: { p50: number; p99: number; max: number; windowMs: number };
+}
+
 const median = (values: number[]): number =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/**
+ * Worker threads alive that this side listens to: each holds a MessagePort handle. (The slow API's thread,
+ * whose messages nobody listens to once it has started, holds none.)
+ */
+const threadHandles = (): number =>
+  process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
+
+async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 describe('the demo server', () => {
   let dataDir: string;
@@ -43,11 +76,17 @@ describe('the demo server', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('creates its database and file on first start', () => {
+  const stats = async () => (await get('/stats')).body as Stats;
+
+  it('creates its database and file on first start, and starts its worker threads', async () => {
     expect(demo.setup.databaseCreatedMs).toEqual(expect.any(Number));
     expect(demo.setup.catalogCreated).toBe(true);
     expect(existsSync(join(dataDir, DB_FILE))).toBe(true);
     expect(existsSync(join(dataDir, CATALOG_FILE))).toBe(true);
+    // From the sources the pool loads the TypeScript script itself, through tsx's require hook in execArgv.
+    expect(demo.setup.workerScript).toBe('worker.ts');
+    // The start-up requests ran the query on both threads: they are up before the first client's request.
+    expect((await stats()).workers).toEqual({ busy: 0, idle: 2, pending: 0, terminated: 0, crashed: 0 });
   });
 
   it('answers /sequential with the file, the query and the API call, taking their sum', async () => {
@@ -137,6 +176,57 @@ describe('the demo server', () => {
     expect(logged.some((line) => line.includes('504'))).toBe(true);
   });
 
+  it('answers /cpu on the worker pool and /cpu/inline on the event loop with the same number', async () => {
+    const pooled = (await get('/cpu?n=20')).body as CpuAnswer;
+    const inline = (await get('/cpu/inline?n=20')).body as CpuAnswer;
+    expect(pooled).toEqual({
+      route: '/cpu',
+      n: 20,
+      fib: 6765,
+      elapsedMs: expect.any(Number),
+      steps: { fib: expect.any(Number) },
+    });
+    expect(inline).toEqual({
+      ...pooled,
+      route: '/cpu/inline',
+      elapsedMs: expect.any(Number),
+      steps: { fib: expect.any(Number) },
+    });
+    const [byDefault, inlineByDefault] = [
+      (await get('/cpu')).body as CpuAnswer,
+      (await get('/cpu/inline')).body as CpuAnswer,
+    ];
+    expect(byDefault).toEqual(expect.objectContaining({ n: CPU_N, fib: fib(CPU_N) }));
+    expect(inlineByDefault).toEqual(expect.objectContaining({ n: CPU_N, fib: byDefault.fib }));
+  });
+
+  it('keeps the event loop free while /cpu computes, and not while /cpu/inline does', async () => {
+    await stats(); // starts a new event-loop delay window
+    const inline = (await get('/cpu/inline')).body as CpuAnswer;
+    const blocked = (await stats()).eventLoopDelayMs;
+    const pooled = (await get('/cpu')).body as CpuAnswer;
+    const free = (await stats()).eventLoopDelayMs;
+    // Inline, the loop was late by about the whole computation; on the pool, by far less. Generous bounds.
+    expect(blocked.max).toBeGreaterThan(inline.steps.fib * 0.5);
+    expect(free.max).toBeLessThan(pooled.steps.fib * 0.5);
+    expect(free.windowMs).toBeGreaterThanOrEqual(pooled.elapsedMs - 1);
+  });
+
+  it('answers 504 from /cpu when the computation misses the budget, and the pool replaces the thread', async () => {
+    const before = await stats();
+    const started = Date.now();
+    const res = await request().get(`/cpu?n=${MAX_CPU_N}`).set('x-request-budget-ms', '200');
+    expect(res.status).toBe(504);
+    expect(res.body).toEqual(
+      expect.objectContaining({ error: expect.stringMatching(/`fib`.*200 ms budget/) }),
+    );
+    expect(Date.now() - started).toBeLessThan(200 + 500);
+    const after = await stats();
+    expect(after.workers.terminated).toBe(before.workers.terminated + 1);
+    expect(after.workers.crashed).toBe(0);
+    expect(((await get('/cpu?n=20')).body as CpuAnswer).fib).toBe(6765);
+  });
+
   it('answers 400 with the reason for a bad query parameter', async () => {
     const latency = await get('/?apiMs=fast', 400);
     expect(latency.body).toEqual(
@@ -144,31 +234,62 @@ describe('the demo server', () => {
     );
     const region = await get('/sequential?region=mars', 400);
     expect(region.body).toEqual(expect.objectContaining({ error: expect.stringContaining('north') }));
+    const n = await get(`/cpu/inline?n=${MAX_CPU_N + 1}`, 400);
+    expect(n.body).toEqual(
+      expect.objectContaining({
+        error: expect.stringContaining(`\`n\` to be an integer from 0 to ${MAX_CPU_N}`),
+      }),
+    );
+    await get('/cpu?n=-1', 400);
   });
 
-  it('reports the middleware counters on /stats', async () => {
-    const stats = (await get('/stats')).body as Record<string, unknown>;
-    expect(stats).toEqual(
+  it('reports the middleware and worker counters and the event-loop delay on /stats', async () => {
+    expect((await get('/ping')).body).toEqual({ pong: true });
+    const body = await stats();
+    expect(body).toEqual(
       expect.objectContaining({
         running: 0,
         queued: 0,
         completed: expect.any(Number),
         timedOut: expect.any(Number),
+        // A thread terminated by the previous test may still be starting again (busy until it is up).
+        workers: {
+          busy: expect.any(Number),
+          idle: expect.any(Number),
+          pending: 0,
+          terminated: expect.any(Number),
+          crashed: 0,
+        },
+        eventLoopDelayMs: {
+          p50: expect.any(Number),
+          p99: expect.any(Number),
+          max: expect.any(Number),
+          windowMs: expect.any(Number),
+        },
       }),
     );
-    expect(stats.completed).toBeGreaterThan(0);
+    expect(body.completed).toBeGreaterThan(0);
+    expect(body.workers.busy + body.workers.idle).toBe(2);
+    const { p50, p99, max } = body.eventLoopDelayMs;
+    expect(0 <= p50 && p50 <= p99 && p99 <= max).toBe(true);
   });
 
-  it('finds its data on a second start, and close() ends it and frees its port', async () => {
+  it('finds its data on a second start, and close() ends it, its threads included, and frees its port', async () => {
+    const threadsBefore = threadHandles();
     const second = await createDemo({ port: 0, dataDir, log: (line) => logged.push(line) });
     try {
       expect(second.setup.databaseCreatedMs).toBeNull();
       expect(second.setup.catalogCreated).toBe(false);
+      // The pool's two threads.
+      expect(threadHandles()).toBe(threadsBefore + 2);
       await supertest(second.url).get('/seed').expect(200);
+      await supertest(second.url).get('/cpu?n=20').expect(200);
     } finally {
       await second.close();
     }
     expect(second.server.listening).toBe(false);
     await expect(fetch(`${second.apiUrl}/?ms=0`)).rejects.toThrow();
+    expect(second.fo.stats().workers).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    await until(() => threadHandles() === threadsBefore);
   });
 });
