@@ -87,9 +87,7 @@ export class Call {
       else if (!task.def.hasFallback) refused.push(task.name);
     }
     if (refused.length === 0 || scope.ending(refused[0]!) || scope.runtime.closed) return false;
-    const detail =
-      `no free slot and the queue is full (${scheduler.running}/${scheduler.concurrency} running, ` +
-      `${scheduler.queued}/${scheduler.maxQueue} queued)`;
+    const detail = scheduler.fullDetail();
     const error = quietly(() => new OverloadedError(refused, detail));
     this.bulk = true;
     for (const task of this.tasks) {

@@ -83,6 +83,14 @@ export class Scheduler {
     return startable + Math.max(0, this.maxQueue - this.queued);
   }
 
+  /** Why a job is shed: the detail of an `OverloadedError`. */
+  fullDetail(): string {
+    return (
+      `no free slot and the queue is full (${this.running}/${this.concurrency} running, ` +
+      `${this.queued}/${this.maxQueue} queued)`
+    );
+  }
+
   /** Removes a queued job (its task was aborted before it started). */
   cancel(lane: Lane, job: Job): void {
     if (!job.queued) return;

@@ -77,9 +77,7 @@ export class TaskRun implements Job {
     const scheduler = runtime.scheduler;
     if (scheduler.submit(scope.lane, this) === 'shed') {
       this.state = 'waiting';
-      const detail =
-        `no free slot and the queue is full (${scheduler.running}/${scheduler.concurrency} running, ` +
-        `${scheduler.queued}/${scheduler.maxQueue} queued)`;
+      const detail = scheduler.fullDetail();
       this.settle(
         'shed',
         quietly(() => new OverloadedError([this.name], detail)),

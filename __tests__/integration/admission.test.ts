@@ -1,4 +1,5 @@
-import { OverloadedError, type TaskEvent } from 'express-fanout';
+import type { Request } from 'express';
+import { OverloadedError, type FanoutOptions, type TaskEvent } from 'express-fanout';
 import { deferred } from './helpers/async';
 import { expressVersions } from './helpers/express-versions';
 import { report, useHarness } from './helpers/harness';
@@ -8,91 +9,68 @@ import { report, useHarness } from './helpers/harness';
 describe.each(expressVersions)('admission of a whole call (%s)', (_version, express) => {
   const { serve } = useHarness(express);
 
+  /** A server whose `/hold` request keeps one slot busy until the test lets it go, and the given `/` route. */
+  async function serveHolding(options: FanoutOptions, tasks: (req: Request) => Promise<unknown>) {
+    const hold = deferred<void>();
+    const served = await serve(options, (app) => {
+      app.get('/hold', async (req, res) => {
+        await req.fanout.run(() => hold.promise, 'hold');
+        res.json({ ok: true });
+      });
+      app.get('/', report(tasks));
+    });
+    const holding = served.http.get('/hold').then((r) => r.status);
+    await waitForRunning(served.fo, 1);
+    const release = async () => {
+      hold.resolve();
+      expect(await holding).toBe(200);
+    };
+    return { ...served, release };
+  }
+
   it('sheds an all() call at once, starting none of its tasks, when a required task finds no slot and no queue room', async () => {
     const started: string[] = [];
     const events: TaskEvent[] = [];
-    const hold = deferred<void>();
-    const { http, fo } = await serve(
+    const { http, fo, release } = await serveHolding(
       { concurrency: 2, maxQueue: 0, onTask: (e) => events.push(e) },
-      (app) => {
-        app.get('/hold', async (req, res) => {
-          await req.fanout.run(() => hold.promise, 'hold');
-          res.json({ ok: true });
-        });
-        app.get(
-          '/',
-          report((req) =>
-            req.fanout.all({
-              a: () => started.push('a'),
-              b: () => started.push('b'),
-            }),
-          ),
-        );
-      },
+      (req) => req.fanout.all({ a: () => started.push('a'), b: () => started.push('b') }),
     );
-    const holding = http.get('/hold').then((r) => r.status);
-    await waitForRunning(fo, 1);
     const { body } = await http.get('/').expect(200);
     expect(body.ok).toBe(false);
     expect(body.error).toMatchObject({ name: 'OverloadedError', status: 503, tasks: ['b'] });
     expect(body.error.headers).toEqual({ 'Retry-After': '1' });
     expect(started).toEqual([]);
-    expect(events.filter((e) => e.name !== 'hold').map((e) => [e.name, e.status])).toEqual([
+    expect(events.map((e) => [e.name, e.status])).toEqual([
       ['a', 'shed'],
       ['b', 'shed'],
     ]);
-    expect(events.every((e) => e.name === 'hold' || e.error instanceof OverloadedError)).toBe(true);
+    expect(events.every((e) => e.error instanceof OverloadedError)).toBe(true);
     expect(fo.stats()).toMatchObject({ running: 1, queued: 0, shed: 2 });
-    hold.resolve();
-    expect(await holding).toBe(200);
+    await release();
   });
 
   it('admits the call when only tasks with a fallback would be shed, and they answer with their fallback', async () => {
     const started: string[] = [];
-    const hold = deferred<void>();
-    const { http, fo } = await serve({ concurrency: 2, maxQueue: 0 }, (app) => {
-      app.get('/hold', async (req, res) => {
-        await req.fanout.run(() => hold.promise, 'hold');
-        res.json({ ok: true });
-      });
-      app.get(
-        '/',
-        report((req) =>
-          req.fanout.all({
-            a: () => (started.push('a'), 'a'),
-            b: { run: () => (started.push('b'), 'b'), fallback: 'fb' },
-          }),
-        ),
-      );
-    });
-    const holding = http.get('/hold').then((r) => r.status);
-    await waitForRunning(fo, 1);
+    const { http, release } = await serveHolding({ concurrency: 2, maxQueue: 0 }, (req) =>
+      req.fanout.all({
+        a: () => (started.push('a'), 'a'),
+        b: { run: () => (started.push('b'), 'b'), fallback: 'fb' },
+      }),
+    );
     const { body } = await http.get('/').expect(200);
     expect(body).toEqual({ ok: true, value: { a: 'a', b: 'fb' } });
     expect(started).toEqual(['a']);
-    hold.resolve();
-    expect(await holding).toBe(200);
+    await release();
   });
 
   it('queues what fits: a call is shed only when the queue cannot take what the slots cannot start', async () => {
-    const hold = deferred<void>();
-    const { http, fo } = await serve({ concurrency: 2, maxQueue: 1 }, (app) => {
-      app.get('/hold', async (req, res) => {
-        await req.fanout.run(() => hold.promise, 'hold');
-        res.json({ ok: true });
-      });
-      app.get(
-        '/',
-        report((req) => req.fanout.all({ a: () => 'a', b: () => 'b' })),
-      );
-    });
-    const holding = http.get('/hold').then((r) => r.status);
-    await waitForRunning(fo, 1);
+    const { http, release } = await serveHolding({ concurrency: 2, maxQueue: 1 }, (req) =>
+      req.fanout.all({ a: () => 'a', b: () => 'b' }),
+    );
     // One free slot and one queue place: both tasks are admitted (b waits for a's slot).
     const { body } = await http.get('/').expect(200);
     expect(body).toEqual({ ok: true, value: { a: 'a', b: 'b' } });
-    hold.resolve();
-    expect(await holding).toBe(200);
+    await release();
   });
 });
 
