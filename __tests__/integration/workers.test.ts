@@ -214,9 +214,21 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
       expect(res.text).not.toContain(pathToFileURL(FIXTURES).href);
     }
 
-    // Express's own error handler in production: the status, and nothing of the error at all.
+    // Express's own error handler in production: the status, and nothing of the error at all (it logs the
+    // error on the server, with console.error, which is where the path belongs).
     const prod = await serve(withPool({ maxWorkers: 1 }), workerRoute, { env: 'production' });
-    const hidden = await prod.http.get('/worker/failWithPath');
+    const log = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    let hidden: Awaited<ReturnType<typeof prod.http.get>>;
+    let logged: unknown[][];
+    try {
+      hidden = await prod.http.get('/worker/failWithPath');
+      await waitFor(() => log.mock.calls.length > 0, 'the error handler to log the error');
+      logged = [...log.mock.calls];
+    } finally {
+      log.mockRestore();
+    }
+    expect(logged).toHaveLength(1);
+    expect(String(logged[0]?.[0])).toContain('TaskFailedError: Task `failWithPath` failed');
     expect(hidden.status).toBe(502);
     expect(hidden.text).not.toContain(FIXTURES);
     expect(hidden.text).not.toContain('cannot read');
