@@ -100,6 +100,34 @@ interface PoolTask {
 interface Call {
   /** The workerpool task while it waits in the queue, `null` once a thread took it. */
   queued: PoolTask | null;
+  /** The workerpool task, once it entered the queue. */
+  task: PoolTask | null;
+}
+
+/** The part of a workerpool thread handler this module touches (workerpool 10, `WorkerHandler`). */
+interface ThreadHandler {
+  worker?: { ready?: boolean };
+  processing?: Record<string, { resolver?: unknown } | undefined>;
+  requestQueue?: { message?: { id?: unknown } }[];
+}
+
+/**
+ * A call handed to a thread that is still starting waits in that thread's own request queue and would be sent
+ * (and run) once the thread is ready, even after it was cancelled. Takes it out; true if it was there.
+ */
+function unsend(pool: Pool, task: PoolTask): boolean {
+  const threads = (pool as unknown as { workers?: ThreadHandler[] }).workers ?? [];
+  for (const thread of threads) {
+    if (thread.worker?.ready === true || !thread.processing || !thread.requestQueue) continue;
+    for (const id in thread.processing) {
+      if (thread.processing[id]?.resolver !== task.resolver) continue;
+      const at = thread.requestQueue.findIndex((r) => String(r.message?.id) === id);
+      if (at < 0) return false;
+      thread.requestQueue.splice(at, 1);
+      return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -112,7 +140,7 @@ class CallQueue {
   push(task: PoolTask): void {
     this.tasks.add(task);
     const call = task.options?.metadata as Call | undefined;
-    if (call) call.queued = task;
+    if (call) call.queued = call.task = task;
   }
 
   pop(): PoolTask | undefined {
@@ -243,7 +271,7 @@ export class WorkerPool {
       const full = this.#full(pool);
       if (full !== undefined) return reject(new OverloadedError([task], full));
 
-      const call: Call = { queued: null };
+      const call: Call = { queued: null, task: null };
       let promise: ReturnType<Pool['exec']>;
       try {
         promise = pool.exec(method, args as unknown[], {
@@ -268,10 +296,13 @@ export class WorkerPool {
         signal &&
         watchAbort(signal, () => {
           if (!settle()) return;
-          const queued = call.queued !== null && this.#queue.remove(call.queued);
+          const queued =
+            (call.queued !== null && this.#queue.remove(call.queued)) ||
+            (call.task !== null && unsend(pool, call.task));
           if (!queued) this.#terminated++;
           reject(signal.reason);
-          // Queued: only rejects workerpool's promise. Running: workerpool terminates the thread and replaces it.
+          // Queued: only rejects workerpool's promise (a thread that is still starting may still be ended by
+          // workerpool's clean-up of the cancelled call). Running: workerpool terminates the thread, replaced.
           promise.cancel();
         });
       promise.then(

@@ -264,10 +264,12 @@ describe('WorkerPool', () => {
   });
 
   it('cancels a running async task on abort and counts the terminated thread', async () => {
-    const pool = makePool();
+    const pool = makePool({ maxWorkers: 1 });
+    await pool.exec('add', [0, 0], { task: 'warm-up' }); // a started thread: the call below really runs
     const controller = new AbortController();
     const running = pool.exec('sleep', [5000], { task: 'slow', signal: controller.signal });
     await until(() => pool.stats().busy === 1);
+    await sleep(50);
     controller.abort();
     const error = await rejection(running);
     expect(error).toBe(controller.signal.reason);
@@ -328,6 +330,20 @@ describe('WorkerPool', () => {
     await expect(after).resolves.toBe('after');
     expect(readFileSync(log, 'utf8')).toBe('first\nafter\n');
     // Dropped from the queue, not cancelled on a thread.
+    expect(pool.stats()).toMatchObject({ terminated: 0, crashed: 0 });
+  });
+
+  it('never runs a call aborted while the thread it was handed to is still starting', async () => {
+    const pool = makePool({ maxWorkers: 1 });
+    const log = join(tmp, 'starting.log');
+    writeFileSync(log, '');
+    const controller = new AbortController();
+    // The first call starts the pool's first thread; it is handed to that thread before the thread is ready.
+    const call = pool.exec('mark', [log, 'aborted'], { task: 'early', signal: controller.signal });
+    controller.abort(new Error('deadline'));
+    await expect(call).rejects.toThrow('deadline');
+    await expect(pool.exec('mark', [log, 'next'], { task: 'next' })).resolves.toBe('next');
+    expect(readFileSync(log, 'utf8')).toBe('next\n');
     expect(pool.stats()).toMatchObject({ terminated: 0, crashed: 0 });
   });
 
