@@ -67,38 +67,48 @@ export class Call {
   /** Submits the tasks that depend on nothing. Separate from the constructor so the call is tracked first. */
   begin(): void {
     if (this.remaining === 0) return this.finish();
-    if (this.mode === 'all' && this.tasks.length > 1 && this.shedAtAdmission()) return;
-    for (const task of this.tasks) if (task.pendingDeps === 0) task.submit();
+    const tasks = this.tasks;
+    if (this.mode === 'all' && tasks.length > 1 && this.admitWhole()) return;
+    for (const task of tasks) if (task.pendingDeps === 0) task.submit();
   }
 
   /**
-   * Sheds the whole call before any task starts when the scheduler cannot admit a required task of it: the
-   * same outcome as starting the first tasks, shedding a later required one and aborting the rest (fail-fast),
-   * without the wasted starts. Under overload that keeps the slots for requests that can complete.
+   * Admission of an `all()` call as a whole, when the scheduler cannot take every task that is ready to run:
+   * if its required tasks do not fit either, the call is shed before any task starts (the outcome fail-fast
+   * would give after starting the first tasks and shedding a later one, without the wasted starts); if they
+   * fit, they are submitted first and the optional tasks that find no room take their fallback. Returns
+   * whether it submitted (or shed) the call; false when everything fits and submission is left to `begin()`.
    */
-  private shedAtAdmission(): boolean {
+  private admitWhole(): boolean {
     const scope = this.scope;
-    const scheduler = scope.runtime.scheduler;
-    let room = scheduler.capacity(scope.lane);
-    const refused: string[] = [];
+    const { scheduler, closed } = scope.runtime;
+    const room = scheduler.capacity(scope.lane);
+    let ready = 0;
+    const required: TaskRun[] = [];
     for (const task of this.tasks) {
       if (task.pendingDeps !== 0) continue;
-      if (room > 0) room--;
-      else if (!task.def.hasFallback) refused.push(task.name);
+      ready++;
+      if (!task.def.hasFallback) required.push(task);
     }
-    if (refused.length === 0 || scope.ending(refused[0]!) || scope.runtime.closed) return false;
-    const detail = scheduler.fullDetail();
-    const error = quietly(() => new OverloadedError(refused, detail));
+    if (ready <= room || closed || scope.ending('')) return false;
+    if (required.length <= room) {
+      for (const task of required) task.submit();
+      for (const task of this.tasks) if (task.pendingDeps === 0 && task.def.hasFallback) task.submit();
+      return true;
+    }
+    const refused = required.slice(room).map((task) => task.name);
+    const detail =
+      `no room for the ${required.length} required tasks of the call (${scheduler.running}/` +
+      `${scheduler.concurrency} running, ${scheduler.queued}/${scheduler.maxQueue} queued)`;
     this.bulk = true;
     for (const task of this.tasks) {
-      if (task.state !== 'settled')
-        task.settle(
-          'shed',
-          quietly(() => new OverloadedError([task.name], detail)),
-        );
+      task.settle(
+        'shed',
+        quietly(() => new OverloadedError([task.name], detail)),
+      );
     }
     this.bulk = false;
-    this.finish(error);
+    this.finish(quietly(() => new OverloadedError(refused, detail)));
     return true;
   }
 
@@ -136,28 +146,40 @@ export class Call {
     callError: (names: string[]) => FanoutError,
   ): void {
     if (this.done) return;
+    const scheduler = this.scope.runtime.scheduler;
+    scheduler.hold();
     this.bulk = true;
     const missed: string[] = [];
-    for (const task of this.tasks) {
-      if (task.state === 'settled') continue;
-      task.settle(status, taskError(task.name));
-      if (!task.usedFallback) missed.push(task.name);
+    try {
+      for (const task of this.tasks) {
+        if (task.state === 'settled') continue;
+        task.settle(status, taskError(task.name));
+        if (!task.usedFallback) missed.push(task.name);
+      }
+    } finally {
+      this.bulk = false;
+      scheduler.resume();
     }
-    this.bulk = false;
     this.finish(this.mode === 'all' && missed.length > 0 ? callError(missed) : undefined);
   }
 
   private failFast(error: FanoutError): void {
+    const scheduler = this.scope.runtime.scheduler;
+    scheduler.hold();
     this.bulk = true;
-    for (const task of this.tasks) {
-      if (task.state !== 'settled') {
-        task.settle(
-          'aborted',
-          quietly(() => new SiblingFailedError(task.name, error)),
-        );
+    try {
+      for (const task of this.tasks) {
+        if (task.state !== 'settled') {
+          task.settle(
+            'aborted',
+            quietly(() => new SiblingFailedError(task.name, error)),
+          );
+        }
       }
+    } finally {
+      this.bulk = false;
+      scheduler.resume();
     }
-    this.bulk = false;
     this.finish(error);
   }
 

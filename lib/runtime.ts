@@ -12,6 +12,8 @@ const debug = createDebug('express-fanout');
 export class Runtime {
   readonly scheduler: Scheduler;
   closed = false;
+  /** close() has waited for every admitted task: no pool may be created any more. */
+  private drained = false;
   nextLaneId = 0;
   private pool: WorkerPool | null = null;
   private closing: Promise<void> | null = null;
@@ -29,7 +31,8 @@ export class Runtime {
         'Worker threads are disabled (`workers: false`); enable them to use `worker()`',
       );
     }
-    if (this.closed) throw new WorkerScriptError('The middleware is closed; its worker pool is gone');
+    // During close() admitted tasks still run to their end, and may need the pool for the first time.
+    if (this.drained) throw new WorkerScriptError('The middleware is closed; its worker pool is gone');
     return (this.pool = new WorkerPool(this.options.workers));
   }
 
@@ -88,7 +91,10 @@ export class Runtime {
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.closed = true;
-    this.closing = this.scheduler.idle().then(() => this.pool?.close());
+    this.closing = this.scheduler.idle().then(() => {
+      this.drained = true;
+      return this.pool?.close();
+    });
     return this.closing;
   }
 }

@@ -42,6 +42,8 @@ export class Scheduler {
   queued = 0;
   private readonly heap: Lane[] = [];
   private idleWaiters: (() => void)[] = [];
+  /** While > 0, freed slots are not handed out (see {@link batch}). */
+  private holding = 0;
 
   constructor(
     readonly concurrency: number,
@@ -108,6 +110,21 @@ export class Scheduler {
     this.notifyIfIdle();
   }
 
+  /**
+   * Defers the hand-out of freed slots until the matching {@link resume}. Settling a task can free slots and
+   * settle its queued siblings (fail-fast, a deadline, a disconnect); a freed slot must not start a sibling
+   * that is about to be dropped. Nests; call `resume()` in a `finally`.
+   */
+  hold(): void {
+    this.holding++;
+  }
+
+  resume(): void {
+    if (--this.holding > 0) return;
+    this.drain();
+    this.notifyIfIdle();
+  }
+
   /** Resolves once nothing runs and nothing waits. */
   idle(): Promise<void> {
     if (this.running === 0 && this.queued === 0) return Promise.resolve();
@@ -115,6 +132,7 @@ export class Scheduler {
   }
 
   private drain(): void {
+    if (this.holding > 0) return;
     const heap = this.heap;
     while (this.running < this.concurrency && heap.length > 0) {
       const lane = heap[0]!;

@@ -166,7 +166,10 @@ export class Scope implements Fanout {
       this.timer = setTimeout(onDeadline, Math.ceil(left), this);
       this.timer.unref();
     } else this.end('deadline');
-    this.res.once('close', () => this.end(this.res.writableEnded ? 'finished' : 'disconnect'));
+    // The response may be over before the handler first used `req.fanout`: its 'close' has then come and gone.
+    if (this.res.writableEnded) this.end('finished');
+    else if (this.res.destroyed) this.end('disconnect');
+    else this.res.once('close', () => this.end(this.res.writableEnded ? 'finished' : 'disconnect'));
     if (options.serverTiming && !this.res.headersSent) {
       onHeaders(this.res, () => {
         const entries = serverTimingOf(this);
@@ -191,7 +194,17 @@ export class Scope implements Fanout {
     this.controller?.abort(this.endError());
     if (!this.calls || this.calls.size === 0) return;
     const status: TaskStatus = reason === 'deadline' ? 'timeout' : 'aborted';
-    for (const call of [...this.calls]) {
+    const scheduler = this.runtime.scheduler;
+    scheduler.hold();
+    try {
+      this.expireCalls(status);
+    } finally {
+      scheduler.resume();
+    }
+  }
+
+  private expireCalls(status: TaskStatus): void {
+    for (const call of [...this.calls!]) {
       // Made from a timer or a socket event, these errors' stacks would show only Node's frames: skip them.
       call.expire(
         status,

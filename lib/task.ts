@@ -104,16 +104,27 @@ export class TaskRun implements Job {
   }
 
   private onFulfilled(value: unknown): void {
-    this.releaseSlot();
-    if (this.state !== 'settled') this.settle('fulfilled', value);
+    this.ran('fulfilled', value);
   }
 
   private onRejected(error: unknown): void {
-    this.releaseSlot();
-    if (this.state === 'settled') return;
     // The worker pool sheds a call for this very task when its queue is full: that is a shed, not a failure.
     const shed = error instanceof OverloadedError && error.tasks.includes(this.name);
-    this.settle(shed ? 'shed' : 'rejected', error);
+    this.ran(shed ? 'shed' : 'rejected', error);
+  }
+
+  /** The task's promise settled: give the slot back and record the outcome (unless it was recorded already). */
+  private ran(status: TaskStatus, valueOrError: unknown): void {
+    const scheduler = this.call.scope.runtime.scheduler;
+    // The slot is handed out only after the outcome is applied: a failure must drop the queued siblings it
+    // aborts before the freed slot could start one of them.
+    scheduler.hold();
+    try {
+      this.releaseSlot();
+      if (this.state !== 'settled') this.settle(status, valueOrError);
+    } finally {
+      scheduler.resume();
+    }
   }
 
   /** Records the outcome once; aborts the work if it is still running, keeping its slot for `graceMs`. */
@@ -187,7 +198,13 @@ export class TaskRun implements Job {
 }
 
 function onTimeout(task: TaskRun): void {
-  task.settle('timeout', task.timeoutError());
+  const scheduler = task.call.scope.runtime.scheduler;
+  scheduler.hold();
+  try {
+    task.settle('timeout', task.timeoutError());
+  } finally {
+    scheduler.resume();
+  }
 }
 
 function onGraceOver(task: TaskRun): void {

@@ -37,7 +37,12 @@ describe.each(expressVersions)('admission of a whole call (%s)', (_version, expr
     );
     const { body } = await http.get('/').expect(200);
     expect(body.ok).toBe(false);
-    expect(body.error).toMatchObject({ name: 'OverloadedError', status: 503, tasks: ['b'] });
+    expect(body.error).toMatchObject({
+      name: 'OverloadedError',
+      status: 503,
+      tasks: ['b'],
+      message: 'Task `b` shed: no room for the 2 required tasks of the call (1/2 running, 0/0 queued)',
+    });
     expect(body.error.headers).toEqual({ 'Retry-After': '1' });
     expect(started).toEqual([]);
     expect(events.map((e) => [e.name, e.status])).toEqual([
@@ -61,6 +66,25 @@ describe.each(expressVersions)('admission of a whole call (%s)', (_version, expr
     expect(body).toEqual({ ok: true, value: { a: 'a', b: 'fb' } });
     expect(started).toEqual(['a']);
     await release();
+  });
+
+  it('gives the room to the required tasks first, whatever the order of the call', async () => {
+    const started: string[] = [];
+    const { http } = await serve({ concurrency: 2, maxQueue: 0 }, (app) =>
+      app.get(
+        '/',
+        report((req) =>
+          req.fanout.all({
+            extra: { run: () => (started.push('extra'), 'x'), fallback: 'fb' },
+            a: () => (started.push('a'), 'a'),
+            b: () => (started.push('b'), 'b'),
+          }),
+        ),
+      ),
+    );
+    const { body } = await http.get('/').expect(200);
+    expect(body).toEqual({ ok: true, value: { extra: 'fb', a: 'a', b: 'b' } });
+    expect(started).toEqual(['a', 'b']);
   });
 
   it('queues what fits: a call is shed only when the queue cannot take what the slots cannot start', async () => {

@@ -349,6 +349,26 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
     expect(fo.stats()).toMatchObject({ aborted: 1, workers: { busy: 0, terminated: 1, crashed: 0 } });
   });
 
+  it('close() lets a task admitted before it use the pool for the first time', async () => {
+    const { http, fo } = await serve(withPool({ maxWorkers: 1 }), (app) =>
+      app.get(
+        '/',
+        route(async (req, res) => {
+          res.json(
+            await req.fanout.all({ sum: async ({ worker }) => (await sleep(150), worker('add', [2, 3])) }),
+          );
+        }),
+      ),
+    );
+    const answer = http.get('/').then((r) => r);
+    await waitFor(() => fo.stats().running === 1, 'the task to start');
+    await fo.close();
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ sum: 5 });
+    expect(threadHandles()).toBe(baselineThreads);
+  });
+
   it('close() drains the queued worker tasks, sheds new ones with 503, then leaves no thread behind', async () => {
     const file = markFile('close');
     const { http, fo } = await serve(withPool({ maxWorkers: 1 }), (app) => {
