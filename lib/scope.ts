@@ -5,7 +5,7 @@ import onHeaders from 'on-headers';
 import { parseBudgetHeader } from './budget-header';
 import { Call, round, type Mode } from './call';
 import { BudgetExceededError, ClientClosedError, FanoutError, quietly } from './errors';
-import { integer } from './options';
+import { describe, integer, rejectUnknown } from './options';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { serverTimingOf } from './server-timing';
@@ -134,7 +134,7 @@ export class Scope implements Fanout {
     let call: Call;
     try {
       const defs = parseTasks(tasks);
-      const budgetMs = options?.budgetMs === undefined ? undefined : integer('budgetMs', options.budgetMs, 1);
+      const budgetMs = options === undefined ? undefined : callBudget(options);
       this.activate();
       call = new Call(this, defs, mode, budgetMs);
     } catch (error) {
@@ -228,6 +228,18 @@ export class Scope implements Fanout {
         );
     }
   }
+}
+
+const CALL_OPTIONS = ['budgetMs'];
+
+/** The `budgetMs` of `all(tasks, options)`, validated; unknown options are an error, as in `fanout()`. */
+function callBudget(options: unknown): number | undefined {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`Expected the call options to be an object, got ${describe(options)}`);
+  }
+  rejectUnknown(options, CALL_OPTIONS);
+  const { budgetMs } = options as CallOptions;
+  return budgetMs === undefined ? undefined : integer('budgetMs', budgetMs, 1);
 }
 
 function onDeadline(scope: Scope): void {

@@ -7,6 +7,13 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const NOT_TOKEN = /[^!#$%&'*+\-.^_`|~0-9A-Za-z]/g;
 
 /**
+ * Entries at most, `total` aside: a handler that runs hundreds of tasks would otherwise send a header larger
+ * than proxies accept (nginx's default buffer is 4-8 KB and it answers 502 beyond). The rest are counted in
+ * one `more` entry.
+ */
+export const MAX_ENTRIES = 64;
+
+/**
  * `file;dur=100.2, db;dur=201.3;desc="timeout", total;dur=301`: written just before the headers go out.
  * Runs on every response of a request that fanned out, so it is one loop and string concatenation: no
  * closures, no `toFixed`, and a name is rewritten only when it is not already a token.
@@ -15,7 +22,8 @@ export function serverTimingOf(scope: Scope): string {
   const now = performance.now();
   const tasks = scope.tasks;
   let out = '';
-  for (let i = 0; i < tasks.length; i++) {
+  const shown = tasks.length > MAX_ENTRIES ? MAX_ENTRIES - 1 : tasks.length;
+  for (let i = 0; i < shown; i++) {
     const task = tasks[i]!;
     const name = task.name;
     const end = task.state === 'settled' ? task.settledAt : now;
@@ -24,6 +32,7 @@ export function serverTimingOf(scope: Scope): string {
     if (desc !== undefined) out += `;desc="${desc}"`;
     out += ', ';
   }
+  if (shown < tasks.length) out += `more;desc="${tasks.length - shown} more tasks", `;
   return `${out}total;dur=${tenths(now - scope.arrival)}`;
 }
 

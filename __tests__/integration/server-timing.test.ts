@@ -31,6 +31,23 @@ describe.each(expressVersions)('Server-Timing (%s)', (_version, express) => {
     expect(byName.total!.desc).toBeUndefined();
   });
 
+  it('keeps the header small for a request of hundreds of tasks: 63 entries, then one counting the rest', async () => {
+    const { http } = await serve({ serverTiming: true, perRequest: 16 }, (app) =>
+      app.get(
+        '/',
+        gather(() => Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`t${i}`, () => i]))),
+      ),
+    );
+    const res = await http.get('/').expect(200);
+    const header = String(res.headers['server-timing']);
+    const entries = parseServerTiming(header);
+    expect(entries).toHaveLength(65);
+    expect(entries.slice(0, 63).map((e) => e.name)).toEqual(Array.from({ length: 63 }, (_, i) => `t${i}`));
+    expect(entries[63]!.raw).toBe('more;desc="237 more tasks"');
+    expect(entries[64]!.name).toBe('total');
+    expect(header.length).toBeLessThan(2048);
+  });
+
   it('is on by default outside production', async () => {
     const { http } = await serve({}, (app) => app.get('/', gather({ a: () => 1 })));
     const res = await http.get('/').expect(200);

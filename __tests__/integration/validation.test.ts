@@ -125,6 +125,22 @@ describe.each(expressVersions)('task validation (%s)', (_version, express) => {
     },
   );
 
+  it('rejects an unknown call option with a "did you mean", starting nothing', async () => {
+    const { outcome, ran } = await attempt((f, touch) =>
+      f.all({ a: fn(touch, 'a') }, { budgetMS: 100 } as never),
+    );
+    expect(outcome.error?.isTypeError).toBe(true);
+    expect(outcome.error?.message).toBe('Unknown option `budgetMS`. Did you mean `budgetMs`?');
+    expect(ran).toEqual([]);
+  });
+
+  it('rejects call options that are not an object', async () => {
+    const { outcome, ran } = await attempt((f, touch) => f.settle({ a: fn(touch, 'a') }, 100 as never));
+    expect(outcome.error?.isTypeError).toBe(true);
+    expect(outcome.error?.message).toBe('Expected the call options to be an object, got `100` (number)');
+    expect(ran).toEqual([]);
+  });
+
   it.each([
     ['null', null],
     ['a string', 'tasks'],
