@@ -90,24 +90,22 @@ export class Call {
       ready++;
       if (!task.def.hasFallback) required.push(task);
     }
-    if (ready <= room || closed || scope.ending('')) return false;
+    if (ready <= room || closed || scope.over) return false;
     if (required.length <= room) {
       for (const task of required) task.submit();
       for (const task of this.tasks) if (task.pendingDeps === 0 && task.def.hasFallback) task.submit();
       return true;
     }
     const refused = required.slice(room).map((task) => task.name);
-    const detail =
-      `no room for the ${required.length} required tasks of the call (${scheduler.running}/` +
-      `${scheduler.concurrency} running, ${scheduler.queued}/${scheduler.maxQueue} queued)`;
-    this.bulk = true;
-    for (const task of this.tasks) {
-      task.settle(
-        'shed',
-        quietly(() => new OverloadedError([task.name], detail)),
-      );
-    }
-    this.bulk = false;
+    const detail = `no room for the ${required.length} required tasks of the call ${scheduler.occupancy()}`;
+    this.settleAll(() => {
+      for (const task of this.tasks) {
+        task.settle(
+          'shed',
+          quietly(() => new OverloadedError([task.name], detail)),
+        );
+      }
+    });
     this.finish(quietly(() => new OverloadedError(refused, detail)));
     return true;
   }
@@ -146,28 +144,19 @@ export class Call {
     callError: (names: string[]) => FanoutError,
   ): void {
     if (this.done) return;
-    const scheduler = this.scope.runtime.scheduler;
-    scheduler.hold();
-    this.bulk = true;
     const missed: string[] = [];
-    try {
+    this.settleAll(() => {
       for (const task of this.tasks) {
         if (task.state === 'settled') continue;
         task.settle(status, taskError(task.name));
         if (!task.usedFallback) missed.push(task.name);
       }
-    } finally {
-      this.bulk = false;
-      scheduler.resume();
-    }
+    });
     this.finish(this.mode === 'all' && missed.length > 0 ? callError(missed) : undefined);
   }
 
   private failFast(error: FanoutError): void {
-    const scheduler = this.scope.runtime.scheduler;
-    scheduler.hold();
-    this.bulk = true;
-    try {
+    this.settleAll(() => {
       for (const task of this.tasks) {
         if (task.state !== 'settled') {
           task.settle(
@@ -176,11 +165,21 @@ export class Call {
           );
         }
       }
+    });
+    this.finish(error);
+  }
+
+  /**
+   * Settles many tasks at once: each is not judged alone (`bulk`), and the slots they free are handed out only
+   * at the end, so none goes to a sibling about to be settled too.
+   */
+  private settleAll(settle: () => void): void {
+    this.bulk = true;
+    try {
+      this.scope.runtime.scheduler.held(settle);
     } finally {
       this.bulk = false;
-      scheduler.resume();
     }
-    this.finish(error);
   }
 
   private finish(error?: FanoutError): void {

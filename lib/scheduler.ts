@@ -42,8 +42,8 @@ export class Scheduler {
   queued = 0;
   private readonly heap: Lane[] = [];
   private idleWaiters: (() => void)[] = [];
-  /** While > 0, freed slots are not handed out (see {@link batch}). */
-  private holding = 0;
+  /** While > 0, freed slots are not handed out (see {@link hold}). */
+  private holds = 0;
 
   constructor(
     readonly concurrency: number,
@@ -85,12 +85,9 @@ export class Scheduler {
     return startable + Math.max(0, this.maxQueue - this.queued);
   }
 
-  /** Why a job is shed: the detail of an `OverloadedError`. */
-  fullDetail(): string {
-    return (
-      `no free slot and the queue is full (${this.running}/${this.concurrency} running, ` +
-      `${this.queued}/${this.maxQueue} queued)`
-    );
+  /** `(3/256 running, 0/1024 queued)`: the occupancy an `OverloadedError` reports. */
+  occupancy(): string {
+    return `(${this.running}/${this.concurrency} running, ${this.queued}/${this.maxQueue} queued)`;
   }
 
   /** Removes a queued job (its task was aborted before it started). */
@@ -116,13 +113,23 @@ export class Scheduler {
    * that is about to be dropped. Nests; call `resume()` in a `finally`.
    */
   hold(): void {
-    this.holding++;
+    this.holds++;
   }
 
   resume(): void {
-    if (--this.holding > 0) return;
+    if (--this.holds > 0) return;
     this.drain();
     this.notifyIfIdle();
+  }
+
+  /** Runs `settle` between {@link hold} and {@link resume}. */
+  held(settle: () => void): void {
+    this.hold();
+    try {
+      settle();
+    } finally {
+      this.resume();
+    }
   }
 
   /** Resolves once nothing runs and nothing waits. */
@@ -132,7 +139,7 @@ export class Scheduler {
   }
 
   private drain(): void {
-    if (this.holding > 0) return;
+    if (this.holds > 0) return;
     const heap = this.heap;
     while (this.running < this.concurrency && heap.length > 0) {
       const lane = heap[0]!;

@@ -120,6 +120,11 @@ export class Scope implements Fanout {
     return { [header]: String(Math.max(1, Math.floor(deadline - performance.now()))) };
   }
 
+  /** The request is over: deadline passed, client gone or response sent. */
+  get over(): boolean {
+    return this.ended !== null;
+  }
+
   /** How a task submitted now must end at once because the request is over, if it is. */
   ending(name: string): { status: TaskStatus; error: FanoutError } | undefined {
     if (!this.ended) return undefined;
@@ -194,13 +199,8 @@ export class Scope implements Fanout {
     this.controller?.abort(this.endError());
     if (!this.calls || this.calls.size === 0) return;
     const status: TaskStatus = reason === 'deadline' ? 'timeout' : 'aborted';
-    const scheduler = this.runtime.scheduler;
-    scheduler.hold();
-    try {
-      this.expireCalls(status);
-    } finally {
-      scheduler.resume();
-    }
+    // Slots freed by one call's tasks must not start another call's task that is about to be expired too.
+    this.runtime.scheduler.held(() => this.expireCalls(status));
   }
 
   private expireCalls(status: TaskStatus): void {

@@ -77,7 +77,7 @@ export class TaskRun implements Job {
     const scheduler = runtime.scheduler;
     if (scheduler.submit(scope.lane, this) === 'shed') {
       this.state = 'waiting';
-      const detail = scheduler.fullDetail();
+      const detail = `no free slot and the queue is full ${scheduler.occupancy()}`;
       this.settle(
         'shed',
         quietly(() => new OverloadedError([this.name], detail)),
@@ -198,13 +198,8 @@ export class TaskRun implements Job {
 }
 
 function onTimeout(task: TaskRun): void {
-  const scheduler = task.call.scope.runtime.scheduler;
-  scheduler.hold();
-  try {
-    task.settle('timeout', task.timeoutError());
-  } finally {
-    scheduler.resume();
-  }
+  // With graceMs 0 the slot is freed inside settle(), before fail-fast drops the queued siblings.
+  task.call.scope.runtime.scheduler.held(() => task.settle('timeout', task.timeoutError()));
 }
 
 function onGraceOver(task: TaskRun): void {
