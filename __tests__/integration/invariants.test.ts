@@ -306,6 +306,12 @@ describe.each(expressVersions)('invariants (%s)', (_version, express) => {
         );
         await sleep(350); // the stubborn tasks finish, the write-offs happen
         expect(timers.pending()).toBe(0);
+        // Process-wide, ref'd timers of the HTTP client and server (sockets closing) may take a moment more.
+        await waitFor(
+          () => activeTimeouts() <= baseline,
+          "the process's timers to return to the baseline",
+          2000,
+        ).catch(() => undefined);
         expect(activeTimeouts()).toBeLessThanOrEqual(baseline);
       } finally {
         timers.restore();
