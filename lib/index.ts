@@ -34,4 +34,6 @@ export type {
   WorkerMethodName,
   WorkerArgs,
   WorkerResult,
+  Transferable,
+  WorkerResourceLimits,
 } from './types';

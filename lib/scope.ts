@@ -1,4 +1,3 @@
-import type { TransferListItem } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import onHeaders from 'on-headers';
@@ -20,6 +19,7 @@ import type {
   TaskStatus,
   TaskTiming,
   Tasks,
+  Transferable,
   WorkerArgs,
   WorkerMethodName,
   WorkerResult,
@@ -76,7 +76,7 @@ export class Scope implements Fanout {
   worker<M extends WorkerMethodName>(
     method: M,
     args?: WorkerArgs<M>,
-    options?: { timeoutMs?: number; transfer?: readonly TransferListItem[] },
+    options?: { timeoutMs?: number; transfer?: readonly Transferable[] },
   ): Promise<WorkerResult<M>> {
     const transfer = options?.transfer;
     const run = (ctx: import('./types').TaskContext) =>

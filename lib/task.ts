@@ -1,10 +1,16 @@
-import type { TransferListItem } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { BudgetExceededError, OverloadedError, quietly } from './errors';
 import type { Job } from './scheduler';
 import type { Call } from './call';
 import type { TaskDef } from './task-def';
-import type { TaskContext, TaskStatus, WorkerArgs, WorkerMethodName, WorkerResult } from './types';
+import type {
+  TaskContext,
+  TaskStatus,
+  Transferable,
+  WorkerArgs,
+  WorkerMethodName,
+  WorkerResult,
+} from './types';
 
 type State = 'waiting' | 'queued' | 'running' | 'settled';
 
@@ -255,7 +261,7 @@ class Context implements TaskContext {
     return <M extends WorkerMethodName>(
       method: M,
       args?: WorkerArgs<M>,
-      options?: { transfer?: readonly TransferListItem[] },
+      options?: { transfer?: readonly Transferable[] },
     ): Promise<WorkerResult<M>> =>
       task.call.scope.runtime.workerPool().exec<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], {
         task: task.name,

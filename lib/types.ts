@@ -1,5 +1,24 @@
-import type { ResourceLimits, TransferListItem } from 'node:worker_threads';
 import type { FanoutError } from './errors';
+
+/**
+ * What `transfer` may list: moved to the worker thread instead of copied. Declared here rather than imported
+ * from `node:worker_threads`, whose `Transferable` is gone from `@types/node` 26: the package's
+ * declarations must compile against every `@types/node` a user may have, with `skipLibCheck: false`.
+ */
+export type Transferable =
+  | ArrayBuffer
+  | import('node:worker_threads').MessagePort
+  | import('node:stream/web').ReadableStream
+  | import('node:stream/web').WritableStream
+  | import('node:stream/web').TransformStream;
+
+/** `worker_threads` resource limits of each thread, in MB (declared here for the same reason). */
+export interface WorkerResourceLimits {
+  maxOldGenerationSizeMb?: number;
+  maxYoungGenerationSizeMb?: number;
+  codeRangeSizeMb?: number;
+  stackSizeMb?: number;
+}
 
 /**
  * Options of {@link fanout}. All are optional; an invalid value throws a `TypeError` naming the option when
@@ -74,7 +93,7 @@ export interface WorkerOptions {
   /** Worker tasks allowed to wait for a thread; beyond it a worker task is shed with 503. Integer >= 0. @default 1024 */
   maxQueueSize?: number;
   /** `worker_threads` resource limits of each thread (heap size, stack). A thread exceeding them crashes and is replaced. */
-  resourceLimits?: ResourceLimits;
+  resourceLimits?: WorkerResourceLimits;
   /**
    * Node options of each thread, e.g. `['--require', 'tsx/cjs']` to run a TypeScript worker script from
    * the sources in development. Ship a compiled script in production. @default the process's own `execArgv`
@@ -143,7 +162,7 @@ export interface TaskContext<R = Record<string, unknown>> {
   worker<M extends WorkerMethodName>(
     method: M,
     args?: WorkerArgs<M>,
-    options?: { transfer?: readonly TransferListItem[] },
+    options?: { transfer?: readonly Transferable[] },
   ): Promise<WorkerResult<M>>;
 }
 
@@ -217,7 +236,7 @@ export interface Fanout {
   worker<M extends WorkerMethodName>(
     method: M,
     args?: WorkerArgs<M>,
-    options?: { timeoutMs?: number; transfer?: readonly TransferListItem[] },
+    options?: { timeoutMs?: number; transfer?: readonly Transferable[] },
   ): Promise<WorkerResult<M>>;
   /** Aborted at the request deadline or when the client disconnects. */
   readonly signal: AbortSignal;

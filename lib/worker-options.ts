@@ -2,9 +2,8 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ResourceLimits } from 'node:worker_threads';
 import { describe, integer, rejectUnknown } from './options';
-import type { WorkerOptions } from './types';
+import type { WorkerOptions, WorkerResourceLimits as ResourceLimits } from './types';
 
 /** The `workers` option after validation, with every default applied. Internal. */
 export interface ResolvedWorkerOptions {

@@ -4,11 +4,10 @@ import { pathToFileURL } from 'node:url';
 import { types } from 'node:util';
 import { ReadableStream, TransformStream, WritableStream } from 'node:stream/web';
 import * as threads from 'node:worker_threads';
-import type { TransferListItem } from 'node:worker_threads';
 import { pool as createPool, TerminateError, type Pool, type WorkerPoolOptions } from 'workerpool';
 import { OverloadedError, WorkerCrashedError, WorkerScriptError } from './errors';
 import { describe } from './options';
-import type { WorkerStats } from './types';
+import type { Transferable, WorkerStats } from './types';
 import type { ResolvedWorkerOptions } from './worker-options';
 
 export { resolveWorkerOptions, defaultMaxWorkers, type ResolvedWorkerOptions } from './worker-options';
@@ -26,7 +25,7 @@ export interface WorkerExecOptions {
    */
   signal?: AbortSignal;
   /** ArrayBuffers, MessagePorts or web streams inside `args` to move to the thread instead of copying. */
-  transfer?: readonly TransferListItem[];
+  transfer?: readonly Transferable[];
 }
 
 /**
