@@ -26,6 +26,8 @@ export const SIBLING = 'sibling';
 const SIBLING_MS = 5;
 /** A cell with a client that leaves: the socket closes this long after the faulty task started. */
 const DISCONNECT_AFTER_MS = 15;
+/** How long the holder of a `shed` cell of a worker form keeps the only thread. */
+const HOLD_THREAD_MS = 300;
 
 export type Condition = 'normal' | 'disconnect' | 'shed';
 
@@ -253,8 +255,10 @@ export async function runGroup(
         maxBudgetMs: 20000,
         graceMs: setup.graceMs,
         serverTiming: true,
-        ...(shed ? { concurrency: 1, maxQueue: 0 } : {}),
-        workers: cell.form.worker ? { script: WORKER_SCRIPT, maxWorkers: 1 } : false,
+        ...(shed ? { concurrency: 2, maxQueue: 0 } : {}),
+        workers: cell.form.worker
+          ? { script: WORKER_SCRIPT, maxWorkers: 1, ...(shed ? { maxQueueSize: 0 } : {}) }
+          : false,
         onTask: (event) => observed.events.push(event),
       });
       const signals: AbortSignal[] = [];
@@ -284,9 +288,14 @@ export async function runGroup(
       signals.push(req.fanout.signal);
       handler(req, res, next);
     });
-    mount('/hold/:cell', (req, res, next) =>
-      answer(res, next)(req.fanout.run(() => liveOf(req).gate.promise, 'holder')),
-    );
+    // Takes both slots of a `shed` cell's middleware (and its only thread, for a worker form) until released.
+    mount('/hold/:cell', (req, res, next) => {
+      const { gate, cell } = liveOf(req);
+      const second = cell.form.worker
+        ? (ctx: TaskContext) => ctx.worker('settlesAt', [HOLD_THREAD_MS])
+        : () => gate.promise;
+      answer(res, next)(req.fanout.settle({ holder: () => gate.promise, holder2: second }));
+    });
     mount('/warm/:cell', (req, res, next) => answer(res, next)(req.fanout.worker('resolves')));
     app.use((error: unknown, req: Request, _res: Response, next: NextFunction) => {
       if (req.path.startsWith('/cell/')) liveOf(req)?.observed.errors.push(error);
@@ -309,8 +318,11 @@ export async function runGroup(
       [...live.values()].map(async (l) => {
         let holder: Promise<unknown> | undefined;
         if (l.cell.condition === 'shed') {
-          holder = request(url('hold', l.cell.name));
-          await waitFor(() => l.fo.stats().running === 1, 'the holder to take the only slot');
+          holder = request(url('hold', l.cell.name), { 'x-request-budget-ms': '20000' });
+          await waitFor(() => {
+            const s = l.fo.stats();
+            return s.running + s.workers.busy >= 2;
+          }, 'the holder to take every slot');
         }
         const answered = await request(url('cell', l.cell.name));
         Object.assign(l.observed, answered);
