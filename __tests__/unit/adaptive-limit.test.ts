@@ -1,0 +1,139 @@
+import { ADAPTIVE_DEFAULTS, AdaptiveLimit, type AdaptiveLimitSettings } from '../../lib/adaptive-limit';
+
+/**
+ * A deterministic simulation, no real time: a downstream that serves `capacity(t)` calls at once, `serviceMs`
+ * each, and queues the rest in arrival order (a database pool); a client that keeps `min(limit, demand)` calls
+ * in flight. Each completed call is a sample of its latency (downstream queue + service), as the scheduler's
+ * release of a slot is. Returns the limit and the mean latency every 100 ms.
+ */
+function simulate(
+  limiter: AdaptiveLimit,
+  opts: { capacity: (t: number) => number; serviceMs: number; durationMs: number; demand?: number },
+): { t: number; limit: number; latency: number }[] {
+  const demand = opts.demand ?? Number.POSITIVE_INFINITY;
+  let now = 0;
+  let inFlight = 0;
+  let serving = 0;
+  const waiting: number[] = []; // issue times of calls queued in the downstream
+  const completions: { at: number; issued: number }[] = []; // in time order: service time is constant
+  let head = 0;
+  const trace: { t: number; limit: number; latency: number }[] = [];
+  let bucketSum = 0;
+  let bucketN = 0;
+  let nextTrace = 100;
+
+  const startWaiting = (): void => {
+    while (waiting.length > 0 && serving < opts.capacity(now)) {
+      serving++;
+      completions.push({ at: now + opts.serviceMs, issued: waiting.shift()! });
+    }
+  };
+  const issue = (): void => {
+    while (inFlight < Math.min(limiter.limit, demand)) {
+      inFlight++;
+      waiting.push(now);
+    }
+    startWaiting();
+  };
+
+  issue();
+  while (now < opts.durationMs && head < completions.length) {
+    const done = completions[head++]!;
+    now = done.at;
+    while (now >= nextTrace) {
+      trace.push({ t: nextTrace, limit: limiter.limit, latency: bucketN ? bucketSum / bucketN : NaN });
+      bucketSum = bucketN = 0;
+      nextTrace += 100;
+    }
+    serving--;
+    const latency = now - done.issued;
+    bucketSum += latency;
+    bucketN++;
+    limiter.sample(now, latency, inFlight);
+    inFlight--;
+    issue();
+  }
+  return trace;
+}
+
+const settings = (overrides: Partial<AdaptiveLimitSettings> = {}): AdaptiveLimitSettings => ({
+  ...ADAPTIVE_DEFAULTS,
+  ...overrides,
+});
+
+const between = (from: number, to: number, trace: ReturnType<typeof simulate>) =>
+  trace.filter((p) => p.t >= from && p.t < to);
+
+describe('AdaptiveLimit', () => {
+  it('settles just above a downstream that serves 32 at once, where its queue stays short', () => {
+    const limiter = new AdaptiveLimit(settings(), 0);
+    const trace = simulate(limiter, { capacity: () => 32, serviceMs: 50, durationMs: 20_000 });
+    const late = between(5_000, 20_000, trace);
+    for (const p of late) {
+      expect(p.limit).toBeGreaterThanOrEqual(32);
+      expect(p.limit).toBeLessThanOrEqual(48);
+      expect(p.latency).toBeLessThanOrEqual(50 * 1.5);
+    }
+    expect(limiter.noLoadMs).toBeCloseTo(50, 0);
+  });
+
+  it('grows while latency stays at its no-load level, up to `max`', () => {
+    const limiter = new AdaptiveLimit(settings({ max: 600 }), 0);
+    const trace = simulate(limiter, { capacity: () => 10_000, serviceMs: 10, durationMs: 10_000 });
+    expect(between(0, 200, trace)[0]!.limit).toBeLessThan(100);
+    expect(trace.at(-1)!.limit).toBe(600);
+  });
+
+  it('shrinks when the capacity halves, and grows back when it recovers', () => {
+    const limiter = new AdaptiveLimit(settings(), 0);
+    const capacity = (t: number) => (t >= 10_000 && t < 20_000 ? 16 : 32);
+    const trace = simulate(limiter, { capacity, serviceMs: 50, durationMs: 30_000 });
+    const before = between(8_000, 10_000, trace).map((p) => p.limit);
+    const halved = between(13_000, 20_000, trace).map((p) => p.limit);
+    const recovered = between(25_000, 30_000, trace).map((p) => p.limit);
+    expect(Math.min(...before)).toBeGreaterThanOrEqual(32);
+    expect(Math.max(...halved)).toBeLessThanOrEqual(28);
+    expect(Math.min(...halved)).toBeGreaterThanOrEqual(16);
+    expect(Math.min(...recovered)).toBeGreaterThanOrEqual(32);
+    // Within about a second of each step (ten windows of 100 ms).
+    expect(between(11_000, 12_000, trace).every((p) => p.limit <= 30)).toBe(true);
+    expect(between(21_500, 22_500, trace).every((p) => p.limit >= 30)).toBe(true);
+  });
+
+  it('does not grow while the work in flight uses less than half the limit', () => {
+    const limiter = new AdaptiveLimit(settings({ initial: 40 }), 0);
+    simulate(limiter, { capacity: () => 1000, serviceMs: 20, durationMs: 5_000, demand: 10 });
+    expect(limiter.limit).toBe(40);
+  });
+
+  it('stays within min and max', () => {
+    const low = new AdaptiveLimit(settings({ min: 12, initial: 20 }), 0);
+    simulate(low, { capacity: () => 2, serviceMs: 50, durationMs: 10_000 });
+    expect(low.limit).toBe(12);
+    const high = new AdaptiveLimit(settings({ max: 50 }), 0);
+    simulate(high, { capacity: () => 1000, serviceMs: 5, durationMs: 10_000 });
+    expect(high.limit).toBe(50);
+  });
+
+  it('relearns a downstream that became slower for good within two epochs', () => {
+    const limiter = new AdaptiveLimit(settings({ relearnMs: 5_000 }), 0);
+    simulate(limiter, { capacity: () => 32, serviceMs: 20, durationMs: 5_000 });
+    expect(limiter.noLoadMs).toBeCloseTo(20, 0);
+    // Same limiter, the downstream now takes 60 ms a call (the clock continues from 5 s).
+    const slower = simulateFrom(limiter, 5_000, 20_000, 60);
+    expect(limiter.noLoadMs).toBeGreaterThan(55);
+    expect(slower).toBeGreaterThanOrEqual(32);
+  });
+});
+
+/** Continues a limiter's life at a later clock: a downstream of 32 at `serviceMs`; returns the final limit. */
+function simulateFrom(limiter: AdaptiveLimit, from: number, to: number, serviceMs: number): number {
+  const shifted = {
+    get limit() {
+      return limiter.limit;
+    },
+    sample: (t: number, ms: number, n: number) => limiter.sample(t + from, ms, n),
+  } as unknown as AdaptiveLimit;
+  simulate(shifted, { capacity: () => 32, serviceMs, durationMs: to - from });
+  return limiter.limit;
+}

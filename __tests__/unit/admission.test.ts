@@ -1,0 +1,207 @@
+import { ADMISSION_DEFAULTS, Admission, resolveAdmission } from '../../lib/admission';
+import { Lane, Scheduler, type Job } from '../../lib/scheduler';
+
+/** A task-like job: a deadline and a submission time on the fake clock; records starts and drops. */
+class ClockJob implements Job {
+  nextJob: Job | null = null;
+  prevJob: Job | null = null;
+  queued = false;
+  startedAt = 0;
+  dropped: string | undefined;
+  constructor(
+    readonly scheduler: Scheduler,
+    readonly lane: Lane,
+    readonly label: string,
+    readonly submittedAt: number,
+    readonly deadline: number,
+    private readonly log: string[],
+  ) {}
+  start(): void {
+    this.log.push(this.label);
+  }
+  drop(detail: string): void {
+    this.dropped = detail;
+    this.scheduler.cancel(this.lane, this);
+  }
+}
+
+function setup(concurrency: number, settings = ADMISSION_DEFAULTS) {
+  const clock = { t: 0 };
+  const admission = new Admission(settings);
+  const scheduler = new Scheduler(concurrency, 100, 10_000, { admission, now: () => clock.t });
+  const log: string[] = [];
+  let id = 0;
+  const lane = () => new Lane(clock.t, id++);
+  /** Submits a job to `l` now, due `budgetMs` from the lane's arrival. */
+  const submit = (l: Lane, label: string, budgetMs: number) => {
+    const job = new ClockJob(scheduler, l, label, clock.t, l.arrival + budgetMs, log);
+    return { job, admission: scheduler.submit(l, job) };
+  };
+  return { clock, admission, scheduler, log, lane, submit };
+}
+
+describe('Admission', () => {
+  it('estimates the drain rate from the slot count and service time before it has measured one', () => {
+    const a = new Admission(ADMISSION_DEFAULTS);
+    expect(Number.isNaN(a.drainPerMs(32))).toBe(true);
+    expect(a.room(1000, 250, 32)).toBe(Infinity);
+    a.released(50, 50, false);
+    expect(a.drainPerMs(32)).toBeCloseTo(32 / 50);
+    // 250 ms left, 50 of them to run: 200 ms of queue at 0.64 / ms is 128 tasks.
+    expect(a.room(0, 250, 32)).toBe(128);
+    expect(a.room(100, 250, 32)).toBe(28);
+    expect(a.room(200, 250, 32)).toBe(0);
+  });
+
+  it('measures the drain rate from slots freed while tasks waited', () => {
+    const a = new Admission(ADMISSION_DEFAULTS);
+    for (let t = 0; t <= 500; t += 2) a.released(t, 40, true);
+    expect(a.drainPerMs(32)).toBeCloseTo(0.5, 1);
+    expect(a.expectedWaitMs(49, 32)).toBeCloseTo(100, -1);
+  });
+
+  it('lets a task start only while its expected run time fits in what is left', () => {
+    const a = new Admission(ADMISSION_DEFAULTS);
+    expect(a.canFinish(1)).toBe(true);
+    expect(a.canFinish(0)).toBe(false);
+    a.released(0, 50, false);
+    expect(a.canFinish(60)).toBe(true);
+    expect(a.canFinish(40)).toBe(false);
+  });
+
+  it('calls a sustained overload only when every dequeued task waited over the target for an interval', () => {
+    const a = new Admission({ targetMs: 5, intervalMs: 100, lifo: true });
+    a.dequeued(0, 20);
+    a.dequeued(60, 20);
+    a.dequeued(90, 2); // under the target: a burst being absorbed, not a standing queue
+    a.dequeued(120, 20);
+    a.dequeued(200, 20);
+    expect(a.overloaded).toBe(false);
+    a.dequeued(220, 20);
+    expect(a.overloaded).toBe(true);
+    expect(a.lifo).toBe(true);
+    a.dequeued(230, 1); // the newest served first wait little: that does not end it
+    expect(a.overloaded).toBe(true);
+    a.emptied();
+    expect(a.overloaded).toBe(false);
+    expect(a.lifo).toBe(false);
+  });
+
+  it('caps the wait admitted during a sustained overload at the interval', () => {
+    const a = new Admission({ targetMs: 5, intervalMs: 100, lifo: false });
+    a.released(0, 50, false);
+    expect(a.room(0, 1000, 32)).toBe(Math.floor(950 * 0.64));
+    a.dequeued(0, 50);
+    a.dequeued(100, 50);
+    expect(a.overloaded).toBe(true);
+    expect(a.lifo).toBe(false);
+    expect(a.room(0, 1000, 32)).toBe(64);
+  });
+
+  it('validates its option', () => {
+    expect(resolveAdmission(undefined)).toEqual(ADMISSION_DEFAULTS);
+    expect(resolveAdmission(false)).toBe(false);
+    expect(resolveAdmission({ lifo: true })).toEqual({ ...ADMISSION_DEFAULTS, lifo: true });
+    expect(() => resolveAdmission({ targetMS: 5 })).toThrow('Did you mean `admission.targetMs`?');
+    expect(() => resolveAdmission({ intervalMs: 0 })).toThrow('admission.intervalMs');
+    expect(() => resolveAdmission('yes')).toThrow('Expected `admission` to be an object or `false`');
+  });
+});
+
+describe('Scheduler with admission (fake clock)', () => {
+  /** Two slots, each task holding one for 50 ms: the scheduler then expects to drain 0.04 tasks per ms. */
+  function primed() {
+    const s = setup(2);
+    const a = s.lane();
+    const first = [s.submit(a, 'warm1', 1000).job, s.submit(a, 'warm2', 1000).job];
+    s.clock.t = 50;
+    for (const j of first) s.scheduler.release(a, j);
+    return s;
+  }
+
+  it('sheds at once the task whose expected wait leaves no time to run, and queues the ones that fit', () => {
+    const { clock, scheduler, lane, submit } = primed();
+    clock.t = 100;
+    const l = lane();
+    expect(submit(l, 'run1', 250).admission).toBe('started');
+    expect(submit(l, 'run2', 250).admission).toBe('started');
+    // 250 ms budget, 50 ms to run: 200 ms of queue at 0.04 / ms = 8 tasks.
+    const results = Array.from({ length: 10 }, (_, i) => submit(l, `q${i}`, 250).admission);
+    expect(results).toEqual([...Array<string>(8).fill('queued'), 'shed', 'shed']);
+    expect(scheduler.shedDetail()).toMatch(
+      /expected wait for a slot \(225 ms\) leaves no time to run in the 250 ms left/,
+    );
+    // A request with more time left may queue behind them.
+    expect(submit(lane(), 'patient', 1000).admission).toBe('queued');
+  });
+
+  it('tells whole-call admission how many tasks fit before the deadline', () => {
+    const { clock, scheduler, lane, submit } = primed();
+    clock.t = 100;
+    const busy = lane();
+    submit(busy, 'a', 1000);
+    submit(busy, 'b', 1000);
+    const l = lane();
+    expect(scheduler.capacity(l, clock.t + 250)).toBe(8);
+    expect(scheduler.capacity(l, clock.t + 100)).toBe(2);
+    expect(scheduler.capacity(l)).toBe(10_000);
+  });
+
+  it('drops a queued task whose turn comes too late to finish, and starts the next one', () => {
+    const { clock, scheduler, lane, submit, log } = primed();
+    clock.t = 100;
+    const running = lane();
+    const r1 = submit(running, 'r1', 1000).job;
+    submit(running, 'r2', 1000);
+    const tight = lane();
+    const late = submit(tight, 'late', 120).job; // due at 220
+    const fine = submit(lane(), 'fine', 1000).job;
+    clock.t = 190; // 30 ms left for a task that needs about 50
+    scheduler.release(running, r1);
+    expect(late.dropped).toMatch(/only 30 ms left when its turn came, about 5\d ms of work/);
+    expect(log).not.toContain('late');
+    expect(log.at(-1)).toBe('fine');
+    expect(fine.queued).toBe(false);
+    expect(scheduler.queued).toBe(0);
+  });
+
+  it('serves the newest requests first under a sustained overload, and arrival order again once the queue drains', () => {
+    const { clock, lane, submit, scheduler, log } = setup(1, { targetMs: 5, intervalMs: 100, lifo: true });
+    const jobs = new Map<string, ClockJob>();
+    const add = (label: string) => {
+      const l = lane();
+      jobs.set(label, submit(l, label, 10_000).job);
+    };
+    /** One slot: the job that started last holds it; release it at `at`. */
+    const next = (at: number): void => {
+      clock.t = at;
+      const holder = jobs.get(log.at(-1)!)!;
+      scheduler.release(holder.lane, holder);
+    };
+    add('first');
+    for (let i = 1; i <= 6; i++) {
+      clock.t = i;
+      add(`req${i}`);
+    }
+    next(20); // req1 waited 19 ms: above the target since 20
+    next(125); // req2 waited 123 ms, 105 ms later: a standing queue, not a burst
+    expect(log).toEqual(['first', 'req1', 'req2']);
+    next(130);
+    next(135);
+    expect(log.slice(3)).toEqual(['req6', 'req5']);
+    // A request arriving now is the newest: it goes first.
+    clock.t = 136;
+    add('latest');
+    next(140);
+    next(145);
+    next(150);
+    expect(log.slice(5)).toEqual(['latest', 'req4', 'req3']);
+    // The queue drained: arrival order again.
+    clock.t = 151;
+    for (const label of ['again1', 'again2', 'again3']) add(label);
+    next(160);
+    next(170);
+    next(180);
+    expect(log.slice(8)).toEqual(['again1', 'again2', 'again3']);
+  });
+});

@@ -1,0 +1,188 @@
+import { describe, integer, rejectUnknown } from './options';
+import { LatencyWindow } from './latency';
+
+/** Settings of {@link AdaptiveLimit}, every default applied (see `AdaptiveConcurrency` in types.ts). */
+export interface AdaptiveLimitSettings {
+  min: number;
+  max: number;
+  initial: number;
+  /** Latency over the no-load level tolerated before the limit shrinks, as a ratio (1.1: 10 % more). */
+  tolerance: number;
+  /** Absolute latency tolerated on top, ms: timer and event-loop jitter, which would dominate sub-ms calls. */
+  slackMs: number;
+  /** Shortest window of samples between two decisions, ms (also at least twice the no-load latency). */
+  windowMs: number;
+  /** Fewest samples in a window. */
+  minSamples: number;
+  /** The no-load latency is the lowest window mean over the last two epochs of this length, ms. */
+  relearnMs: number;
+}
+
+export const ADAPTIVE_DEFAULTS: AdaptiveLimitSettings = {
+  min: 4,
+  max: 1024,
+  initial: 32,
+  tolerance: 1.1,
+  slackMs: 5,
+  windowMs: 50,
+  minSamples: 10,
+  relearnMs: 60_000,
+};
+
+/**
+ * A concurrency limit found from latency, in the manner of Netflix's Gradient2 and Envoy's gradient
+ * controller. Every released slot is a sample of how long the task held it. Per window (at least `windowMs`
+ * and twice the no-load latency, at least `minSamples` samples) the mean is compared with the no-load latency
+ * (the lowest window mean seen recently):
+ *
+ *     gradient = clamp((tolerance × noLoad + slackMs) / mean, 0.5, 1)
+ *     limit    = limit × gradient + √limit
+ *
+ * While latency stays near its no-load level the gradient is 1 and the limit grows by √limit per window; once
+ * the downstream queues the calls it cannot serve, latency grows with every call over its capacity C and the
+ * limit settles near `tolerance × C + √limit`, where the downstream's own queue stays short. The gradient never
+ * halves the limit in one window (an outlier window must not collapse it), and the limit does not grow while
+ * fewer than half its slots were used in the window: an idle limit proves nothing.
+ *
+ * The no-load latency cannot be observed while the limit keeps the downstream busy, so it is the lowest window
+ * mean of the current and the previous epoch (`relearnMs` each): a downstream that became slower for good is
+ * relearned within two epochs; in exchange, an overload that lasts longer than an epoch lets the limit take one
+ * step up per epoch. (Envoy avoids that by probing at minimum concurrency now and then, which costs throughput
+ * during the probe; not done here.)
+ */
+export class AdaptiveLimit {
+  /** The current limit, an integer in [min, max]. */
+  limit: number;
+  private estimate: number;
+  private noLoad = Number.POSITIVE_INFINITY;
+  private epochMin = Number.POSITIVE_INFINITY;
+  private previousEpochMin = Number.POSITIVE_INFINITY;
+  private epochStart: number;
+  private readonly window: LatencyWindow;
+
+  constructor(
+    readonly settings: AdaptiveLimitSettings,
+    now: number,
+  ) {
+    this.estimate = Math.min(settings.max, Math.max(settings.min, settings.initial));
+    this.limit = Math.floor(this.estimate);
+    this.window = new LatencyWindow(now);
+    this.epochStart = now;
+  }
+
+  /** The latency the limit treats as no-load, ms (`Infinity` before the first window). */
+  get noLoadMs(): number {
+    return this.noLoad;
+  }
+
+  /**
+   * A task held its slot for `ms`, with `inFlight` tasks holding one (itself included). Returns whether the
+   * limit changed.
+   */
+  sample(now: number, ms: number, inFlight: number): boolean {
+    const w = this.window;
+    const s = this.settings;
+    w.add(ms, inFlight);
+    if (w.count < s.minSamples) return false;
+    const length =
+      this.noLoad === Number.POSITIVE_INFINITY ? s.windowMs : Math.max(s.windowMs, 2 * this.noLoad);
+    if (now - w.startedAt < length) return false;
+    const mean = w.mean;
+    const busy = w.maxInFlight;
+    w.reset(now);
+    return this.decide(now, mean, busy);
+  }
+
+  private decide(now: number, mean: number, busy: number): boolean {
+    const s = this.settings;
+    if (now - this.epochStart >= s.relearnMs) {
+      this.previousEpochMin = this.epochMin;
+      this.epochMin = Number.POSITIVE_INFINITY;
+      this.epochStart = now;
+    }
+    if (mean < this.epochMin) this.epochMin = mean;
+    this.noLoad = Math.min(this.epochMin, this.previousEpochMin);
+    const gradient = Math.min(1, Math.max(0.5, (s.tolerance * this.noLoad + s.slackMs) / mean));
+    const estimate = this.estimate;
+    let next = estimate * gradient + Math.sqrt(estimate);
+    if (next > estimate && busy < estimate / 2) next = estimate;
+    next = Math.min(s.max, Math.max(s.min, next));
+    this.estimate = next;
+    const limit = Math.floor(next);
+    if (limit === this.limit) return false;
+    this.limit = limit;
+    return true;
+  }
+}
+
+const ADAPTIVE_KNOWN: readonly (keyof AdaptiveLimitSettings)[] = [
+  'min',
+  'max',
+  'initial',
+  'tolerance',
+  'slackMs',
+  'windowMs',
+  'minSamples',
+  'relearnMs',
+];
+
+/**
+ * The `concurrency` option: a fixed number, `'adaptive'`, or `{ adaptive: { min, max, … } }`. Returns the
+ * process-wide cap (the adaptive limit's `max`) and the adaptive settings, or `false` for a fixed limit.
+ */
+export function resolveConcurrency(
+  value: unknown,
+  fallback: number | 'adaptive',
+): { concurrency: number; adaptive: AdaptiveLimitSettings | false } {
+  if (value === undefined) value = fallback;
+  if (value === 'adaptive') return { concurrency: ADAPTIVE_DEFAULTS.max, adaptive: { ...ADAPTIVE_DEFAULTS } };
+  if (typeof value === 'number') {
+    return { concurrency: integer('concurrency', value, 1, Number.MAX_SAFE_INTEGER), adaptive: false };
+  }
+  if (typeof value !== 'object' || value === null || !('adaptive' in value)) {
+    throw new TypeError(
+      `Expected \`concurrency\` to be an integer >= 1, \`'adaptive'\` or \`{ adaptive: { min, max, … } }\`, got ${describe(value)}`,
+    );
+  }
+  rejectUnknown(value, ['adaptive'], 'concurrency.');
+  const given = (value as { adaptive: unknown }).adaptive;
+  if (given === true || given === undefined) return resolveConcurrency('adaptive', fallback);
+  if (typeof given !== 'object' || given === null) {
+    throw new TypeError(`Expected \`concurrency.adaptive\` to be an object, got ${describe(given)}`);
+  }
+  rejectUnknown(given, ADAPTIVE_KNOWN, 'concurrency.adaptive.');
+  const o = given as Partial<AdaptiveLimitSettings>;
+  const d = ADAPTIVE_DEFAULTS;
+  const name = (key: string) => `concurrency.adaptive.${key}`;
+  const int = (key: keyof AdaptiveLimitSettings, min: number): number => {
+    const v = o[key];
+    return v === undefined ? d[key] : integer(name(key), v, min, Number.MAX_SAFE_INTEGER);
+  };
+  const min = int('min', 1);
+  const max = o.max === undefined ? Math.max(d.max, min) : int('max', min);
+  const initial = o.initial === undefined ? Math.min(max, Math.max(min, d.initial)) : int('initial', min);
+  if (initial > max) {
+    throw new TypeError(
+      `Expected \`${name('initial')}\` (${initial}) to be at most \`${name('max')}\` (${max})`,
+    );
+  }
+  const tolerance = o.tolerance === undefined ? d.tolerance : o.tolerance;
+  if (typeof tolerance !== 'number' || !(tolerance >= 1 && tolerance <= 10)) {
+    throw new TypeError(
+      `Expected \`${name('tolerance')}\` to be a number from 1 to 10, got ${describe(tolerance)}`,
+    );
+  }
+  return {
+    concurrency: max,
+    adaptive: {
+      min,
+      max,
+      initial,
+      tolerance,
+      slackMs: int('slackMs', 0),
+      windowMs: int('windowMs', 1),
+      minSamples: int('minSamples', 1),
+      relearnMs: int('relearnMs', 1),
+    },
+  };
+}
