@@ -1,5 +1,5 @@
 import type { FanoutOptions, TaskEvent } from './types';
-import { resolveWorkerOptions, type ResolvedWorkerOptions } from './worker-options';
+import { resolveWorkerOptions, type ResolvedWorkerOptions } from './workers/options';
 
 /** Options after validation, with every default applied. Internal. */
 export interface ResolvedOptions {

@@ -91,10 +91,14 @@ export class Runtime {
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.closed = true;
-    this.closing = this.scheduler.idle().then(() => {
-      this.drained = true;
-      return this.pool?.close();
-    });
+    // IO tasks first (one may still call a worker), then worker calls, which hold no IO slot.
+    this.closing = this.scheduler
+      .idle()
+      .then(() => this.pool?.drained())
+      .then(() => {
+        this.drained = true;
+        return this.pool?.close();
+      });
     return this.closing;
   }
 }

@@ -10,10 +10,17 @@
  *
  * Invariant: while the heap is not empty, every process-wide slot is taken (we drain whenever one frees), so a
  * submission that finds a free slot may start at once without overtaking anyone.
+ *
+ * A running job may lend its slot back while it waits on something that has slots of its own (a task waiting
+ * for a worker thread): {@link Scheduler.lend}, then {@link Scheduler.retake} at the front of its lane, or
+ * {@link Scheduler.returned} if it ends meanwhile. The worker pool runs a second scheduler of this class, one slot
+ * per thread, so worker calls are served in the requests' arrival order too.
  */
 export interface Job {
   /** Called when the job gets its slots. Must not release synchronously. */
   start(): void;
+  /** A job that needs no slot here: started at once and never counted (a task that only calls a worker). */
+  readonly slotless?: boolean;
   /** Intrusive FIFO links and queue membership, owned by the scheduler. */
   nextJob: Job | null;
   prevJob: Job | null;
@@ -40,6 +47,8 @@ export type Admission = 'started' | 'queued' | 'shed';
 export class Scheduler {
   running = 0;
   queued = 0;
+  /** Jobs that lent their slot back and have not taken it again nor ended (see {@link lend}). */
+  away = 0;
   private readonly heap: Lane[] = [];
   private idleWaiters: (() => void)[] = [];
   /** While > 0, freed slots are not handed out (see {@link hold}). */
@@ -53,6 +62,10 @@ export class Scheduler {
 
   /** Starts the job now, queues it, or reports that it must be shed. */
   submit(lane: Lane, job: Job): Admission {
+    if (job.slotless === true) {
+      job.start();
+      return 'started';
+    }
     if (lane.running < this.perRequest && this.running < this.concurrency && this.heap.length === 0) {
       this.running++;
       lane.running++;
@@ -71,6 +84,50 @@ export class Scheduler {
     if (lane.running < this.perRequest && lane.heapIndex < 0) this.push(lane);
     this.drain();
     return job.queued ? 'queued' : 'started';
+  }
+
+  /**
+   * A running job gives its slot back for a while (it waits on a worker thread): the slot goes to the next job,
+   * and the job counts as `away` (so {@link idle} still waits for it) until it calls {@link retake} or
+   * {@link returned}. Safe inside a job's `start()`.
+   */
+  lend(lane: Lane): void {
+    this.away++;
+    this.running--;
+    lane.running--;
+    if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
+    this.drain();
+  }
+
+  /**
+   * A job that lent its slot wants it back: `job.start()` is called when it has it, at once if a slot is free,
+   * else before every other waiting job of its lane (it was running before them). Never shed, whatever
+   * `maxQueue`: it held a slot already, so `running <= concurrency` still holds. Cancel it with {@link cancel}.
+   */
+  retake(lane: Lane, job: Job): void {
+    this.away--;
+    if (lane.running < this.perRequest && this.running < this.concurrency && this.heap.length === 0) {
+      this.running++;
+      lane.running++;
+      job.start();
+      return;
+    }
+    job.queued = true;
+    job.prevJob = null;
+    job.nextJob = lane.head;
+    if (lane.head) lane.head.prevJob = job;
+    else lane.tail = job;
+    lane.head = job;
+    lane.waiting++;
+    this.queued++;
+    if (lane.running < this.perRequest && lane.heapIndex < 0) this.push(lane);
+    this.drain();
+  }
+
+  /** A job that lent its slot ended without taking it back. */
+  returned(): void {
+    this.away--;
+    this.notifyIfIdle();
   }
 
   /**
@@ -132,9 +189,9 @@ export class Scheduler {
     }
   }
 
-  /** Resolves once nothing runs and nothing waits. */
+  /** Resolves once nothing runs, nothing waits and no lent slot is still out. */
   idle(): Promise<void> {
-    if (this.running === 0 && this.queued === 0) return Promise.resolve();
+    if (this.running === 0 && this.queued === 0 && this.away === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -165,7 +222,7 @@ export class Scheduler {
   }
 
   private notifyIfIdle(): void {
-    if (this.idleWaiters.length === 0 || this.running !== 0 || this.queued !== 0) return;
+    if (this.idleWaiters.length === 0 || this.running !== 0 || this.queued !== 0 || this.away !== 0) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const resolve of waiters) resolve();

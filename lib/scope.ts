@@ -9,7 +9,7 @@ import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { serverTimingOf } from './server-timing';
 import { parseTasks } from './task-def';
-import type { TaskRun } from './task';
+import { workerOnly, type TaskRun } from './task';
 import type {
   CallOptions,
   Fanout,
@@ -79,8 +79,10 @@ export class Scope implements Fanout {
     options?: { timeoutMs?: number; transfer?: readonly Transferable[] },
   ): Promise<WorkerResult<M>> {
     const transfer = options?.transfer;
-    const run = (ctx: import('./types').TaskContext) =>
-      ctx.worker(method, args, transfer ? { transfer } : undefined);
+    // Takes a worker thread's slot only: no IO slot is held while the call waits for a thread or runs.
+    const run = workerOnly((ctx: import('./types').TaskContext) =>
+      ctx.worker(method, args, transfer ? { transfer } : undefined),
+    );
     return this.run(options?.timeoutMs === undefined ? run : { run, timeoutMs: options.timeoutMs }, method);
   }
 

@@ -44,6 +44,9 @@ export class TaskRun implements Job {
   results: Record<string, unknown> = EMPTY;
 
   private holdsSlot = false;
+  /** The IO slot is lent to the scheduler while a `ctx.worker()` call waits or runs. */
+  private lentSlot = false;
+  private retaking: Promise<void> | null = null;
   private controller: AbortController | null = null;
   private timer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
@@ -94,7 +97,7 @@ export class TaskRun implements Job {
   /** The scheduler gave this task its slots. */
   start(): void {
     this.state = 'running';
-    this.holdsSlot = true;
+    this.holdsSlot = !this.slotless;
     let result: unknown;
     try {
       result = this.def.run(new Context(this));
@@ -176,6 +179,92 @@ export class TaskRun implements Job {
     return this.controller.signal;
   }
 
+  /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
+  get slotless(): boolean {
+    return WORKER_ONLY.has(this.def.run);
+  }
+
+  /**
+   * `ctx.worker()`. The call waits for a thread and runs without this task's IO slot: the slot is lent to the
+   * scheduler meanwhile (CPU work never makes IO tasks wait) and taken back, ahead of the request's waiting
+   * tasks, before the task sees the result. A task settled meanwhile takes nothing back.
+   */
+  worker<T>(
+    method: string,
+    args: readonly unknown[],
+    transfer: readonly Transferable[] | undefined,
+  ): Promise<T> {
+    const scope = this.call.scope;
+    let result: Promise<T>;
+    try {
+      result = scope.runtime.workerPool().exec<T>(method, args, {
+        task: this.name,
+        signal: this.signal,
+        arrival: scope.lane.arrival,
+        lane: scope.lane.id,
+        ...(transfer ? { transfer } : {}),
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.lendSlot();
+    return result.then(
+      (value) => this.retakeSlot().then(() => value),
+      (error: unknown) =>
+        this.retakeSlot().then(() => {
+          throw error;
+        }),
+    );
+  }
+
+  private lendSlot(): void {
+    if (!this.holdsSlot || this.state === 'settled') return;
+    this.holdsSlot = false;
+    this.lentSlot = true;
+    const scope = this.call.scope;
+    scope.runtime.scheduler.lend(scope.lane);
+  }
+
+  /** Takes the lent slot back; resolves once the task holds it again, or at once if the task settled meanwhile. */
+  private retakeSlot(): Promise<void> {
+    if (!this.lentSlot) return Promise.resolve();
+    if (this.retaking) return this.retaking;
+    const scope = this.call.scope;
+    const scheduler = scope.runtime.scheduler;
+    if (this.state === 'settled') {
+      this.lentSlot = false;
+      scheduler.returned();
+      return Promise.resolve();
+    }
+    this.retaking = new Promise<void>((resolve) => {
+      const signal = this.signal;
+      const retake: Job = {
+        nextJob: null,
+        prevJob: null,
+        queued: false,
+        start: () => {
+          signal.removeEventListener('abort', onSettled);
+          this.retaking = null;
+          this.lentSlot = false;
+          // Settled (fulfilled) while it waited: nothing needs the slot; give it back off the scheduler's stack.
+          if (this.state === 'settled') queueMicrotask(() => scheduler.release(scope.lane));
+          else this.holdsSlot = true;
+          resolve();
+        },
+      };
+      // Settled while waiting (deadline, abort, a failed sibling): leave the queue, take nothing.
+      const onSettled = (): void => {
+        scheduler.cancel(scope.lane, retake);
+        this.retaking = null;
+        this.lentSlot = false;
+        resolve();
+      };
+      signal.addEventListener('abort', onSettled, { once: true });
+      scheduler.retake(scope.lane, retake);
+    });
+    return this.retaking;
+  }
+
   private releaseSlot(): void {
     if (!this.holdsSlot) return;
     this.holdsSlot = false;
@@ -218,6 +307,15 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
     (typeof value === 'object' || typeof value === 'function') &&
     typeof (value as { then?: unknown }).then === 'function'
   );
+}
+
+/** `run` functions of `req.fanout.worker()` tasks, which need no IO slot (see {@link workerOnly}). */
+const WORKER_ONLY = new WeakSet<object>();
+
+/** Marks `run` as a task that only calls a worker: it takes a thread's slot and no IO slot. */
+export function workerOnly<F extends object>(run: F): F {
+  WORKER_ONLY.add(run);
+  return run;
 }
 
 const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
@@ -263,10 +361,6 @@ class Context implements TaskContext {
       args?: WorkerArgs<M>,
       options?: { transfer?: readonly Transferable[] },
     ): Promise<WorkerResult<M>> =>
-      task.call.scope.runtime.workerPool().exec<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], {
-        task: task.name,
-        signal: task.signal,
-        ...(options?.transfer ? { transfer: options.transfer } : {}),
-      });
+      task.worker<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], options?.transfer);
   }
 }

@@ -99,6 +99,12 @@ export interface WorkerOptions {
    * the sources in development. Ship a compiled script in production. @default the process's own `execArgv`
    */
   execArgv?: string[];
+  /**
+   * A value every thread receives as `require('node:worker_threads').workerData` (`import { workerData } from
+   * 'node:worker_threads'` in an ES module): a database path, a config. Threads cannot see the parent's
+   * variables. Must be structured-cloneable (checked at `fanout()` time). @default undefined
+   */
+  workerData?: unknown;
 }
 
 /** How a task ended. */
@@ -269,9 +275,13 @@ export interface FanoutStats {
   workers: WorkerStats;
 }
 
+/** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
 export interface WorkerStats {
+  /** Worker calls running on a thread (a thread being replaced after a cancellation included). */
   busy: number;
+  /** Threads started and free. */
   idle: number;
+  /** Worker calls waiting for a thread, in the request's arrival order; at most `maxQueueSize`. */
   pending: number;
   /** Threads terminated to cancel a task (deadline, disconnect). */
   terminated: number;

@@ -159,4 +159,87 @@ describe('Scheduler', () => {
       ),
     );
   });
+
+  describe('lending a slot (a task waiting for a worker thread)', () => {
+    it('gives a lent slot to the next waiting job, and counts the lender as away until it comes back', async () => {
+      const { scheduler, log, lane, job } = setup(1, 4, 10);
+      const a = lane(1);
+      const b = lane(2);
+      scheduler.submit(a, job(a, 'a1'));
+      scheduler.submit(b, job(b, 'b1'));
+      scheduler.lend(a);
+      expect(log).toEqual(['a1', 'b1']);
+      expect(scheduler).toMatchObject({ running: 1, queued: 0, away: 1 });
+      let idle = false;
+      void scheduler.idle().then(() => (idle = true));
+      scheduler.release(b);
+      await Promise.resolve();
+      expect(idle).toBe(false); // a1 is still out on its worker call
+      scheduler.returned();
+      await Promise.resolve();
+      expect(idle).toBe(true);
+    });
+
+    it('re-takes a lent slot ahead of its own lane, never overtaking an older request', () => {
+      const { scheduler, log, lane, job } = setup(1, 4, 10);
+      const old = lane(1);
+      const a = lane(2);
+      scheduler.submit(a, job(a, 'a1'));
+      scheduler.lend(a); // a1 waits for a thread
+      scheduler.submit(a, job(a, 'a2')); // takes the lent slot
+      scheduler.submit(a, job(a, 'a3'));
+      scheduler.submit(old, job(old, 'old1'));
+      const back = job(a, 'a1 back');
+      scheduler.retake(a, back);
+      expect(back.queued).toBe(true);
+      scheduler.release(a); // a2 ends: the older request first
+      scheduler.release(old);
+      scheduler.release(a); // then a1 again, before a3
+      expect(log).toEqual(['a1', 'a2', 'old1', 'a1 back', 'a3']);
+    });
+
+    it('re-takes even when the queue is full, so running never exceeds concurrency', () => {
+      const { scheduler, lane, job } = setup(2, 4, 1);
+      const a = lane(1);
+      const b = lane(2);
+      scheduler.submit(a, job(a, 'a1'));
+      scheduler.submit(a, job(a, 'a2'));
+      scheduler.lend(a);
+      scheduler.submit(b, job(b, 'b1')); // takes the lent slot
+      expect(scheduler.submit(b, job(b, 'b2'))).toBe('queued');
+      expect(scheduler.submit(b, job(b, 'b3'))).toBe('shed');
+      const back = job(a, 'a1 back');
+      scheduler.retake(a, back); // not shed: it held a slot already
+      expect(back.queued).toBe(true);
+      expect(scheduler).toMatchObject({ running: 2, queued: 2, away: 0 });
+      scheduler.release(b);
+      expect(back.started).toBe(true);
+      expect(scheduler.running).toBe(2);
+    });
+
+    it('drops a re-take cancelled while it waits, taking nothing', async () => {
+      const { scheduler, lane, job } = setup(1, 4, 10);
+      const a = lane(1);
+      const b = lane(2);
+      scheduler.submit(a, job(a, 'a1'));
+      scheduler.lend(a);
+      scheduler.submit(b, job(b, 'b1'));
+      const back = job(a, 'a1 back');
+      scheduler.retake(a, back);
+      scheduler.cancel(a, back);
+      scheduler.release(b);
+      expect(back.started).toBe(false);
+      expect(scheduler).toMatchObject({ running: 0, queued: 0, away: 0 });
+      await expect(scheduler.idle()).resolves.toBeUndefined();
+    });
+
+    it('starts a slotless job at once, counting it nowhere', () => {
+      const { scheduler, lane, job } = setup(1, 1, 0);
+      const a = lane(1);
+      scheduler.submit(a, job(a, 'a1'));
+      const free = Object.assign(job(a, 'worker only'), { slotless: true });
+      expect(scheduler.submit(a, free)).toBe('started');
+      expect(scheduler).toMatchObject({ running: 1, queued: 0, away: 0 });
+    });
+  });
 });

@@ -2,8 +2,9 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, integer, rejectUnknown } from './options';
-import type { WorkerOptions, WorkerResourceLimits as ResourceLimits } from './types';
+import { describe, integer, rejectUnknown } from '../options';
+import type { WorkerOptions, WorkerResourceLimits as ResourceLimits } from '../types';
+import { cloneProblem } from './clone-check';
 
 /** The `workers` option after validation, with every default applied. Internal. */
 export interface ResolvedWorkerOptions {
@@ -14,6 +15,8 @@ export interface ResolvedWorkerOptions {
   maxQueueSize: number;
   resourceLimits: ResourceLimits | undefined;
   execArgv: string[] | undefined;
+  /** Given to every thread as `require('node:worker_threads').workerData`; checked to be cloneable. */
+  workerData: unknown;
 }
 
 const KNOWN: readonly (keyof WorkerOptions)[] = [
@@ -23,6 +26,7 @@ const KNOWN: readonly (keyof WorkerOptions)[] = [
   'maxQueueSize',
   'resourceLimits',
   'execArgv',
+  'workerData',
 ];
 const LIMITS: readonly (keyof ResourceLimits)[] = [
   'maxOldGenerationSizeMb',
@@ -111,6 +115,15 @@ function resolveExecArgv(value: unknown): string[] {
   return [...value];
 }
 
+/** The value itself: a thread receives a structured clone, so what cannot be cloned fails here, not at spawn. */
+function resolveWorkerData(value: unknown): unknown {
+  const problem = cloneProblem(value, 'workerData');
+  if (problem !== undefined) {
+    throw new TypeError(`Expected \`workers.workerData\` to be structured-cloneable: ${problem}`);
+  }
+  return value;
+}
+
 /**
  * Validates the `workers` option of `fanout()` once, at factory time: `undefined` gives the defaults with
  * no script (`worker()` then rejects with a `WorkerScriptError`), `false` disables worker threads, and any
@@ -144,5 +157,6 @@ export function resolveWorkerOptions(input: unknown): ResolvedWorkerOptions | fa
         : integer('workers.maxQueueSize', o.maxQueueSize, 0, max),
     resourceLimits: o.resourceLimits === undefined ? undefined : resolveLimits(o.resourceLimits),
     execArgv: o.execArgv === undefined ? undefined : resolveExecArgv(o.execArgv),
+    workerData: o.workerData === undefined ? undefined : resolveWorkerData(o.workerData),
   };
 }

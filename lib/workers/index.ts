@@ -1,0 +1,3 @@
+export { WorkerPool, type WorkerExecOptions } from './pool';
+export { resolveWorkerOptions, defaultMaxWorkers, type ResolvedWorkerOptions } from './options';
+export { checkArgs } from './clone-check';

@@ -1,0 +1,379 @@
+import createDebug from 'debug';
+import { performance } from 'node:perf_hooks';
+import { OverloadedError, WorkerCrashedError, type WorkerScriptError } from '../errors';
+import { describe } from '../options';
+import { Lane, Scheduler, type Job } from '../scheduler';
+import type { Transferable, WorkerStats } from '../types';
+import { watchAbort } from './abort-watch';
+import { bootstrapSource, LOAD_EXIT_CODE } from './bootstrap';
+import { checkArgs } from './clone-check';
+import { ScriptErrors } from './errors';
+import type { ResolvedWorkerOptions } from './options';
+import { classify, startThreads, type ThreadCall, type Threads } from './workerpool-adapter';
+
+const debug = createDebug('express-fanout:workers');
+
+/** Options of one {@link WorkerPool.exec} call. */
+export interface WorkerExecOptions {
+  /** Name of the task, used in every error message. */
+  task: string;
+  /**
+   * Cancels the call: a queued call leaves the queue without running; a running one terminates its thread (the
+   * pool replaces it). The promise rejects with `signal.reason` either way. This is the only clock: the
+   * caller's deadline covers queue time as well as run time.
+   */
+  signal?: AbortSignal;
+  /** ArrayBuffers, MessagePorts or web streams inside `args` to move to the thread instead of copying. */
+  transfer?: readonly Transferable[];
+  /**
+   * The request the call belongs to: its arrival (`performance.now()` ms) and its lane id, the order of the IO
+   * queue. Under saturation the oldest request's call gets the next thread. Without them the call is ordered
+   * as a request arriving now.
+   */
+  arrival?: number;
+  lane?: number;
+}
+
+/**
+ * How long a thread gets to answer a cancellation (its `workerpool` abort listeners) and then to exit on its
+ * own before it is killed. workerpool's default (1 s, twice over) keeps a thread stuck in a runaway loop burning
+ * a core for 2 s after its task was given up, and the pool a thread short meanwhile; 100 ms is ample for a
+ * listener that closes a handle.
+ */
+const TERMINATE_GRACE_MS = 100;
+
+/**
+ * The slot of a cancelled running call stays taken until its thread is gone (the pool then starts a fresh one),
+ * so that a call handed to workerpool always finds a free thread. workerpool reports every thread it ends; this
+ * bound frees the slot when no report comes (a thread whose abort listeners answered in time is kept).
+ */
+const DYING_SLOT_MS = TERMINATE_GRACE_MS * 3;
+
+/** One `exec()` call, from its submission to its settlement. Its slot is a thread. */
+class WorkerCall implements Job {
+  nextJob: Job | null = null;
+  prevJob: Job | null = null;
+  queued = false;
+  /** The promise of `exec()` is settled; the slot may still be held by a thread being terminated. */
+  done = false;
+  /** Handed to a thread. */
+  thread: ThreadCall | null = null;
+  unwatch: (() => void) | undefined = undefined;
+  dyingTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly pool: WorkerPool,
+    readonly lane: Lane,
+    readonly method: string,
+    readonly args: readonly unknown[],
+    readonly options: WorkerExecOptions,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: unknown) => void,
+  ) {}
+
+  start(): void {
+    this.pool.dispatch(this);
+  }
+}
+
+/**
+ * The worker-thread pool of one `fanout()` middleware. Calls wait in the package's own queue (the scheduler of
+ * the IO tasks, with one slot per thread and `maxQueueSize` places), ordered by their request's arrival, and
+ * are handed to `workerpool` only when a thread is free; cancellation by `AbortSignal`; typed errors for crashed
+ * threads and broken scripts. No thread exists before the first call.
+ */
+export class WorkerPool {
+  readonly #options: ResolvedWorkerOptions;
+  readonly #scheduler: Scheduler;
+  readonly #errors: ScriptErrors;
+  /** The lanes of requests with calls waiting or running, by lane id. */
+  readonly #lanes = new Map<number, Lane>();
+  /** Calls not yet settled. */
+  readonly #calls = new Set<WorkerCall>();
+  /** Cancelled calls whose thread is being terminated, oldest first: each still holds its slot. */
+  readonly #dying: WorkerCall[] = [];
+  #nextAnonymousLane = -1;
+  #threads: Threads | null = null;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+  #broken: WorkerScriptError | null = null;
+  /** Terminations of thread pools given up (broken script), awaited by `close()`. */
+  readonly #ending: Promise<void>[] = [];
+  #drainWaiters: (() => void)[] = [];
+  #terminated = 0;
+  #crashed = 0;
+
+  /** Creates no thread: threads wait for the first `exec()`. */
+  constructor(options: ResolvedWorkerOptions) {
+    this.#options = options;
+    this.#scheduler = new Scheduler(options.maxWorkers, Number.MAX_SAFE_INTEGER, options.maxQueueSize);
+    this.#errors = new ScriptErrors(options.script);
+  }
+
+  /**
+   * Runs `method` of the worker script with `args` on a thread. Never throws: every failure is a rejection.
+   * - `signal` already aborted: rejects with `signal.reason`, nothing is queued.
+   * - `signal` aborted later: a queued call leaves the queue without running; a running one is cancelled,
+   *   which terminates its thread (counted in `terminated`); the pool replaces it. Rejects with `signal.reason`.
+   * - the method throws: an `Error` (of the same built-in class where there is one) with the worker's `name`,
+   *   `message` (the script's path and folder removed) and own properties such as `code`.
+   * - the thread exits or crashes (`process.exit`, an uncaught error, `resourceLimits`): `WorkerCrashedError`.
+   * - the script fails to load, or registers no methods: `WorkerScriptError`, and every later call rejects
+   *   at once with the same error (no respawning). No script configured, or a method the script does not
+   *   register: `WorkerScriptError` too (500: a deployment or programming error, not a failed dependency).
+   * - `args` that cannot be structured-cloned, or a bad `transfer` list: `TypeError` naming the task, before
+   *   anything is queued.
+   * - `maxQueueSize` calls wait and no thread is free: `OverloadedError`; after `close()` too.
+   */
+  exec<T = unknown>(method: string, args: readonly unknown[], options: WorkerExecOptions): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const task = options.task;
+      const signal = options.signal;
+      if (signal?.aborted) return reject(signal.reason);
+      if (this.#closed) return reject(new OverloadedError([task], 'the worker pool is closed'));
+      if (this.#broken) return reject(this.#broken);
+      if (this.#options.script === undefined) return reject(this.#errors.noScript(task));
+      if (typeof method !== 'string' || method === '') {
+        return reject(
+          new TypeError(
+            `Expected the method of worker task \`${task}\` to be a name, got ${describe(method)}`,
+          ),
+        );
+      }
+      const problem = checkArgs(args, options.transfer);
+      if (problem !== undefined) {
+        return reject(
+          new TypeError(`Task \`${task}\` cannot send its arguments to a worker thread: ${problem}`),
+        );
+      }
+
+      const lane = this.#laneOf(options);
+      const call = new WorkerCall(
+        this,
+        lane,
+        method,
+        args,
+        options,
+        resolve as (value: unknown) => void,
+        reject,
+      );
+      this.#calls.add(call);
+      if (this.#scheduler.submit(lane, call) === 'shed') {
+        this.#calls.delete(call);
+        this.#forgetLane(lane);
+        const s = this.#scheduler;
+        return reject(
+          new OverloadedError(
+            [task],
+            `the worker queue is full (${s.running}/${s.concurrency} threads busy, ${s.queued}/${s.maxQueue} queued)`,
+          ),
+        );
+      }
+      if (signal && !call.done) call.unwatch = watchAbort(signal, () => this.#abort(call, signal.reason));
+    });
+  }
+
+  /** The scheduler gave `call` a thread: hand it to workerpool. */
+  dispatch(call: WorkerCall): void {
+    let thread: ThreadCall;
+    try {
+      thread = this.#ensureThreads().run(call.method, call.args, call.options.transfer);
+    } catch (error) {
+      // Not from inside the scheduler's drain: settle on the next microtask.
+      debug('handing %s to a thread threw: %O', call.options.task, error);
+      queueMicrotask(() => this.#finish(call, false, error));
+      return;
+    }
+    call.thread = thread;
+    thread.result.then(
+      (value) => this.#finish(call, true, value),
+      (error: unknown) => this.#finish(call, false, error),
+    );
+  }
+
+  /** Threads busy and idle and calls waiting (zeros before the first call), plus the two counters. */
+  stats(): WorkerStats {
+    const threads = this.#threads?.threads();
+    return {
+      busy: this.#scheduler.running,
+      idle: threads?.idle ?? 0,
+      pending: this.#scheduler.queued,
+      terminated: this.#terminated,
+      crashed: this.#crashed,
+    };
+  }
+
+  /** Resolves once no call is queued or running (the threads stay up). */
+  drained(): Promise<void> {
+    if (this.#calls.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /**
+   * Rejects every queued call with an `OverloadedError` (and a running one too: its thread is terminated),
+   * terminates the threads and resolves once they have exited, so the process can exit. Later calls reject
+   * at once. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#dropQueued((task) => new OverloadedError([task], 'the worker pool is closed'));
+    for (const call of this.#dying.splice(0)) this.#releaseDying(call);
+    const threads = this.#threads;
+    this.#threads = null;
+    if (threads) this.#ending.push(threads.terminate());
+    this.#closing = Promise.all(this.#ending).then(() => undefined);
+    return this.#closing;
+  }
+
+  #ensureThreads(): Threads {
+    if (this.#threads) return this.#threads;
+    const o = this.#options;
+    debug('starting a pool of up to %d threads for %s', o.maxWorkers, this.#errors.name);
+    this.#threads = startThreads(bootstrapSource(o.script!), {
+      maxWorkers: o.maxWorkers,
+      minWorkers: o.minWorkers,
+      workerData: o.workerData,
+      resourceLimits: o.resourceLimits,
+      execArgv: o.execArgv,
+      terminateGraceMs: TERMINATE_GRACE_MS,
+      onThreadGone: () => queueMicrotask(() => this.#threadGone()),
+    });
+    return this.#threads;
+  }
+
+  #laneOf(options: WorkerExecOptions): Lane {
+    if (options.lane === undefined)
+      return new Lane(options.arrival ?? performance.now(), this.#nextAnonymousLane--);
+    let lane = this.#lanes.get(options.lane);
+    if (lane === undefined) {
+      lane = new Lane(options.arrival ?? performance.now(), options.lane);
+      this.#lanes.set(options.lane, lane);
+    }
+    return lane;
+  }
+
+  #forgetLane(lane: Lane): void {
+    if (lane.running === 0 && lane.waiting === 0 && this.#lanes.get(lane.id) === lane)
+      this.#lanes.delete(lane.id);
+  }
+
+  /** The call's signal aborted. */
+  #abort(call: WorkerCall, reason: unknown): void {
+    if (call.done) return;
+    if (call.queued) {
+      this.#scheduler.cancel(call.lane, call);
+      this.#forgetLane(call.lane);
+    } else if (call.thread) {
+      // Running: workerpool terminates the thread; the slot stays taken until the thread is gone.
+      this.#terminated++;
+      call.dyingTimer = setTimeout(() => this.#releaseDying(call), DYING_SLOT_MS);
+      call.dyingTimer.unref();
+      this.#dying.push(call);
+      call.thread.cancel();
+    } else {
+      // Handing it to a thread threw; its rejection, due on the next microtask, will find it settled.
+      this.#release(call);
+    }
+    this.#settle(call);
+    call.reject(reason);
+  }
+
+  /** workerpool reported a thread gone: the oldest cancelled call's slot is free. */
+  #threadGone(): void {
+    const call = this.#dying.shift();
+    if (call) this.#releaseDying(call);
+  }
+
+  #releaseDying(call: WorkerCall): void {
+    if (call.dyingTimer === null) return;
+    clearTimeout(call.dyingTimer);
+    call.dyingTimer = null;
+    const at = this.#dying.indexOf(call);
+    if (at >= 0) this.#dying.splice(at, 1);
+    this.#release(call);
+  }
+
+  #release(call: WorkerCall): void {
+    this.#scheduler.release(call.lane);
+    this.#forgetLane(call.lane);
+  }
+
+  /** The call left the pool's books: no listener, no entry. */
+  #settle(call: WorkerCall): void {
+    call.done = true;
+    call.unwatch?.();
+    call.unwatch = undefined;
+    this.#calls.delete(call);
+    if (this.#calls.size === 0 && this.#drainWaiters.length > 0) {
+      const waiters = this.#drainWaiters;
+      this.#drainWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** A thread answered (or failed) a call it was handed. */
+  #finish(call: WorkerCall, ok: boolean, valueOrError: unknown): void {
+    if (call.done) return; // cancelled: its slot is released when its thread is gone
+    this.#settle(call);
+    // The outcome first: a broken script must drop the queued calls before the freed slot could start one.
+    if (ok) call.resolve(valueOrError);
+    else call.reject(this.#failure(valueOrError, call.options.task, call.method));
+    this.#release(call);
+  }
+
+  /** Rejects every queued call with `error(task)`. */
+  #dropQueued(error: (task: string) => unknown): void {
+    for (const call of [...this.#calls]) {
+      if (!call.queued) continue;
+      this.#scheduler.cancel(call.lane, call);
+      this.#forgetLane(call.lane);
+      this.#settle(call);
+      call.reject(error(call.options.task));
+    }
+  }
+
+  /** Turns what a thread rejected a call with into this module's error. */
+  #failure(error: unknown, task: string, method: string): unknown {
+    const failure = classify(error, method);
+    const errors = this.#errors;
+    if (failure.kind === 'thrown' && errors.isLoadFailure(failure.error)) {
+      return this.#markBroken(errors.loadError(failure.error));
+    }
+    const cut = failure.kind === 'shutdown' || failure.kind === 'exited';
+    if (this.#closed && cut) return new OverloadedError([task], 'the worker pool closed while it ran');
+    if (this.#broken && cut) return this.#broken;
+    switch (failure.kind) {
+      case 'exited': {
+        if (failure.exitCode === LOAD_EXIT_CODE) return this.#markBroken(errors.exitedWhileLoading());
+        this.#crashed++;
+        const cause =
+          failure.cause !== undefined
+            ? errors.local(failure.cause)
+            : new Error(`the worker thread exited with code ${failure.exitCode ?? 'unknown'}`);
+        debug('task %s: worker thread crashed: %O', task, cause);
+        return new WorkerCrashedError(task, cause);
+      }
+      case 'shutdown':
+        return new OverloadedError([task], 'the worker pool closed while it ran');
+      case 'unknownMethod':
+        return errors.unknownMethod(task, method);
+      case 'thrown':
+        return errors.local(failure.error);
+    }
+  }
+
+  /** The pool's script is unusable: fail this call and every later one with `error`; end the threads. */
+  #markBroken(error: WorkerScriptError): WorkerScriptError {
+    if (this.#broken) return this.#broken;
+    this.#broken = error;
+    debug('%s', error.message);
+    this.#dropQueued(() => error);
+    for (const call of this.#dying.splice(0)) this.#releaseDying(call);
+    const threads = this.#threads;
+    this.#threads = null;
+    // Running calls are rejected by the termination, and mapped to `error`.
+    if (threads) this.#ending.push(threads.terminate());
+    return error;
+  }
+}
