@@ -143,6 +143,19 @@ describe('resolveWorkerOptions', () => {
     );
   });
 
+  it('takes a structured-cloneable workerData, and names the part that is not', () => {
+    const workerData = { database: '/var/db.sqlite', limits: new Map([['rows', 10]]) };
+    expect(resolveWorkerOptions({ workerData })).toMatchObject({ workerData });
+    expect(() => resolveWorkerOptions({ workerData: { db: { onOpen: () => 1 } } })).toThrow(
+      new TypeError(
+        'Expected `workers.workerData` to be structured-cloneable: `workerData.db.onOpen` is a function',
+      ),
+    );
+    expect(() => resolveWorkerOptions({ workerData: Symbol('x') })).toThrow(
+      'Expected `workers.workerData` to be structured-cloneable: `workerData` is a symbol',
+    );
+  });
+
   it('suggests the intended key for a typo', () => {
     expect(() => resolveWorkerOptions({ scirpt: METHODS })).toThrow(
       new TypeError('Unknown option `workers.scirpt`. Did you mean `workers.script`?'),
@@ -179,6 +192,39 @@ describe('WorkerPool', () => {
   it('loads an ES module script', async () => {
     const pool = makePool({ script: fixture('worker-methods.mjs') });
     await expect(pool.exec('add', [1, 1], { task: 'sum' })).resolves.toBe(2);
+  });
+
+  it('loads an ES module script with top-level await (ERR_REQUIRE_ASYNC_MODULE), which awaits before registering', async () => {
+    const pool = makePool({ script: fixture('worker-tla.mjs'), workerData: { database: 'db.sqlite' } });
+    await expect(pool.exec('add', [2, 2], { task: 'sum' })).resolves.toBe(4);
+    await expect(pool.exec('connection', [], { task: 'db' })).resolves.toEqual({
+      database: 'db.sqlite',
+      openedAt: 'before worker()',
+    });
+  });
+
+  it('loads a .js ES module of a "type": "module" package, with top-level await', async () => {
+    const pool = makePool({ script: fixture('worker-module/worker.js') });
+    await expect(pool.exec('status', [], { task: 'status' })).resolves.toBe('loaded');
+  });
+
+  it('reports an ES module whose top-level await rejects as a broken script', async () => {
+    const script = join(tmp, 'tla-fails.mjs');
+    writeFileSync(script, "await Promise.resolve();\nthrow new Error('cannot connect');\n");
+    const pool = makePool({ script });
+    const error = await rejection(pool.exec('add', [1, 2], { task: 'sum' }));
+    expect(error).toBeInstanceOf(WorkerScriptError);
+    expect((error as Error).message).toBe(
+      'The worker script `tla-fails.mjs` failed to load: Error: cannot connect (at tla-fails.mjs:2:7)',
+    );
+  });
+
+  it("gives every thread the user's workerData as worker_threads.workerData, and nothing else", async () => {
+    const workerData = { database: '/srv/app.db', when: new Date(0), tags: new Set(['a']) };
+    const pool = makePool({ workerData });
+    await expect(pool.exec('workerData', [], { task: 'config' })).resolves.toEqual(workerData);
+    const none = makePool();
+    await expect(none.exec('workerData', [], { task: 'config' })).resolves.toBeUndefined();
   });
 
   it('loads a TypeScript script from its source with a --require hook in execArgv', async () => {
@@ -332,6 +378,23 @@ describe('WorkerPool', () => {
     expect(readFileSync(log, 'utf8')).toBe('first\nafter\n');
     // Dropped from the queue, not cancelled on a thread.
     expect(pool.stats()).toMatchObject({ terminated: 0, crashed: 0 });
+  });
+
+  it("gives a free thread to the oldest request's call, not to the call queued first", async () => {
+    const pool = makePool({ maxWorkers: 1 });
+    const log = join(tmp, 'arrival.log');
+    writeFileSync(log, '');
+    const opts = (task: string, arrival: number, lane: number) => ({ task, arrival, lane });
+    const first = pool.exec('blockThenMark', [200, log, 'running'], opts('running', 10, 1));
+    const calls = [
+      pool.exec('mark', [log, 'young'], opts('young', 50, 5)),
+      pool.exec('mark', [log, 'old'], opts('old', 20, 2)),
+      pool.exec('mark', [log, 'young again'], opts('young again', 50, 5)),
+      pool.exec('mark', [log, 'old again'], opts('old again', 20, 2)),
+    ];
+    expect(pool.stats()).toMatchObject({ busy: 1, pending: 4 });
+    await Promise.all([first, ...calls]);
+    expect(readFileSync(log, 'utf8')).toBe('running\nold\nold again\nyoung\nyoung again\n');
   });
 
   it('never runs a call aborted while the thread it was handed to is still starting', async () => {
