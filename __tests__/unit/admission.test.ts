@@ -1,5 +1,7 @@
+import { ADAPTIVE_DEFAULTS } from '../../lib/adaptive-limit';
 import { ADMISSION_DEFAULTS, Admission, resolveAdmission } from '../../lib/admission';
 import { Lane, Scheduler, type Job } from '../../lib/scheduler';
+import { simulateOverload, type SimOptions } from './overload-sim';
 
 /** A task-like job: a deadline and a submission time on the fake clock; records starts and drops. */
 class ClockJob implements Job {
@@ -203,5 +205,63 @@ describe('Scheduler with admission (fake clock)', () => {
     next(170);
     next(180);
     expect(log.slice(8)).toEqual(['again1', 'again2', 'again3']);
+  });
+});
+
+describe("the issue's overload case, simulated (no real time)", () => {
+  // A downstream of 32 connections, 50 ms a call, three calls a request, 250 ms budget, offered 3× its
+  // 213 req/s in groups 33 ms apart, as the bench's load generator sends them.
+  const base: SimOptions = {
+    capacity: () => 32,
+    serviceMs: 50,
+    calls: 3,
+    budgetMs: 250,
+    rate: 640,
+    groupsPerS: 30,
+    durationMs: 8_000,
+    fromMs: 2_000,
+    perRequest: 16,
+    concurrency: ADAPTIVE_DEFAULTS.max,
+    maxQueue: 1024,
+    admission: ADMISSION_DEFAULTS,
+    adaptive: ADAPTIVE_DEFAULTS,
+  };
+  const capacity = (32 * 1000) / 50 / 3;
+
+  it('keeps at least 80 % of the possible answers with the defaults, on time, and sheds the rest at once', () => {
+    const r = simulateOverload(base);
+    expect(r.okPerS / capacity).toBeGreaterThanOrEqual(0.8);
+    expect(r.okP99).toBeLessThanOrEqual(250 + 15);
+    expect(r.timedOut).toBe(0);
+    expect(r.dropped).toBeLessThanOrEqual(0.01 * r.shedAtOnce);
+    const limits = r.limits.slice(30);
+    expect(Math.min(...limits)).toBeGreaterThanOrEqual(32);
+    expect(Math.max(...limits)).toBeLessThanOrEqual(48);
+  });
+
+  it('answers nothing in time with the old defaults (256 slots, 1,024 queued, no admission)', () => {
+    const r = simulateOverload({ ...base, concurrency: 256, adaptive: false, admission: false });
+    expect(r.okPerS / capacity).toBeLessThan(0.1);
+    expect(r.timedOut).toBeGreaterThan(0);
+  });
+
+  it('with adaptive LIFO, trades some answers for late drops of the requests it passed over', () => {
+    const fifo = simulateOverload(base);
+    const lifo = simulateOverload({ ...base, admission: { ...ADMISSION_DEFAULTS, lifo: true } });
+    expect(lifo.okPerS / capacity).toBeGreaterThanOrEqual(0.8);
+    expect(lifo.okP99).toBeLessThanOrEqual(fifo.okP99);
+    expect(lifo.dropped).toBeGreaterThan(fifo.dropped);
+  });
+
+  it('follows the capacity when it halves and recovers', () => {
+    const r = simulateOverload({
+      ...base,
+      durationMs: 24_000,
+      capacity: (t) => (t >= 8_000 && t < 16_000 ? 16 : 32),
+    });
+    const at = (fromS: number, toS: number) => r.limits.slice(fromS * 10, toS * 10);
+    expect(Math.min(...at(4, 8))).toBeGreaterThanOrEqual(32);
+    expect(Math.max(...at(11, 16))).toBeLessThanOrEqual(28);
+    expect(Math.min(...at(19, 24))).toBeGreaterThanOrEqual(32);
   });
 });
