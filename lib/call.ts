@@ -1,11 +1,16 @@
 import { performance } from 'node:perf_hooks';
 import {
   BudgetExceededError,
+  CallTooLargeError,
+  ClientClosedError,
   FanoutError,
+  isInstance,
   OverloadedError,
   quietly,
+  quote,
   SiblingFailedError,
   TaskFailedError,
+  WorkerScriptError,
 } from './errors';
 import type { Scope } from './scope';
 import type { TaskDef } from './task-def';
@@ -31,6 +36,9 @@ export class Call {
   private done = false;
   /** Set while many tasks are settled at once (deadline, disconnect, fail-fast), so each is not judged alone. */
   private bulk = false;
+  /** Fallbacks being awaited, and whether the call is over but for them. */
+  private pendingFallbacks = 0;
+  private waiting = false;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -82,7 +90,7 @@ export class Call {
   private admitWhole(): boolean {
     const scope = this.scope;
     const { scheduler, closed } = scope.runtime;
-    const room = scheduler.capacity(scope.lane);
+    const room = scheduler.capacity(scope.lane, this.deadline);
     let ready = 0;
     const required: TaskRun[] = [];
     for (const task of this.tasks) {
@@ -91,6 +99,20 @@ export class Call {
       if (!task.def.hasFallback) required.push(task);
     }
     if (ready <= room || closed || scope.over) return false;
+    const limit = Math.min(scheduler.perRequest, scheduler.concurrency) + scheduler.maxQueue;
+    if (required.length > limit) {
+      const detail = `perRequest ${scheduler.perRequest} + maxQueue ${scheduler.maxQueue}`;
+      const error = new CallTooLargeError(
+        required.map((task) => task.name),
+        limit,
+        detail,
+      );
+      this.settleAll(() => {
+        for (const task of this.tasks) task.settle('rejected', error);
+      });
+      this.finish(error);
+      return true;
+    }
     if (required.length <= room) {
       for (const task of required) task.submit();
       for (const task of this.tasks) if (task.pendingDeps === 0 && task.def.hasFallback) task.submit();
@@ -110,11 +132,18 @@ export class Call {
     return true;
   }
 
+  /** A task's outcome is recorded; its fallback (if it needs one) may still have to be awaited. */
   onTaskSettled(task: TaskRun): void {
+    if (task.status !== 'fulfilled' && task.def.hasFallback && this.useFallback(task)) return;
+    this.taskDone(task);
+  }
+
+  /** The task's value (or failure) is final: count it, then start its dependents or fail the call. */
+  private taskDone(task: TaskRun): void {
     this.remaining--;
-    const ok = applyFallback(task);
-    if (this.bulk) return;
-    if (ok) {
+    this.scope.runtime.count(task);
+    if (this.bulk || this.done) return;
+    if (task.status === 'fulfilled' || task.usedFallback) {
       for (const dependent of task.dependents) {
         if (--dependent.pendingDeps === 0) {
           dependent.results = valuesOf(dependent.deps);
@@ -127,11 +156,81 @@ export class Call {
       for (const dependent of task.dependents) {
         dependent.settle(
           'rejected',
-          new TaskFailedError(dependent.name, task.error, `not run: its dependency \`${task.name}\` failed`),
+          new TaskFailedError(
+            dependent.name,
+            task.error,
+            `not run: its dependency ${quote(task.name)} failed`,
+          ),
         );
       }
     }
     if (this.remaining === 0) this.finish();
+  }
+
+  /**
+   * Takes the task's fallback. A value (or a function's result) that is a thenable is awaited: within what is
+   * left of the call's budget, and never less than `fallbackMs` (the allowance of a fallback used at the
+   * deadline), so the response still leaves by the budget plus that allowance. Returns true while it is
+   * awaited; the task is then done in {@link fallbackSettled}.
+   */
+  private useFallback(task: TaskRun): boolean {
+    let value: unknown;
+    let then: unknown;
+    try {
+      const { fallback } = task.def;
+      value = typeof fallback === 'function' ? (fallback as (e: unknown) => unknown)(task.error) : fallback;
+      if ((typeof value === 'object' && value !== null) || typeof value === 'function') {
+        then = (value as { then?: unknown }).then;
+      }
+    } catch (error) {
+      task.fallbackFailed(error, 'threw');
+      return false;
+    }
+    if (typeof then !== 'function') {
+      task.usedFallback = true;
+      task.value = value;
+      return false;
+    }
+    this.pendingFallbacks++;
+    const startedAt = performance.now();
+    const allowance = Math.max(this.deadline - startedAt, this.scope.runtime.options.fallbackMs);
+    let timer: NodeJS.Timeout | null = null;
+    const done = (ok: boolean, result: unknown, how?: string): void => {
+      if (timer === null) return;
+      clearTimeout(timer);
+      timer = null;
+      task.fallbackMs = performance.now() - startedAt;
+      if (ok) {
+        task.usedFallback = true;
+        task.value = result;
+      } else task.fallbackFailed(result, how!);
+      this.fallbackSettled(task);
+    };
+    timer = setTimeout(
+      () => done(false, task.error, `did not finish within ${Math.ceil(allowance)} ms`),
+      allowance,
+    );
+    timer.unref();
+    task.fallbackPending = true;
+    // The thenable's own `then`, called once; whatever it does (throws, calls back twice, never) is contained.
+    new Promise((resolve, reject) =>
+      (then as (f: unknown, r: unknown) => void).call(value, resolve, reject),
+    ).then(
+      (result) => done(true, result),
+      (error: unknown) => done(false, error, 'rejected'),
+    );
+    return true;
+  }
+
+  private fallbackSettled(task: TaskRun): void {
+    task.fallbackPending = false;
+    this.pendingFallbacks--;
+    if (this.done) {
+      this.scope.runtime.count(task);
+      return;
+    }
+    this.taskDone(task);
+    if (this.waiting && this.pendingFallbacks === 0 && !this.done) this.finish();
   }
 
   /**
@@ -149,7 +248,7 @@ export class Call {
       for (const task of this.tasks) {
         if (task.state === 'settled') continue;
         task.settle(status, taskError(task.name));
-        if (!task.usedFallback) missed.push(task.name);
+        if (!task.usedFallback && !task.fallbackPending) missed.push(task.name);
       }
     });
     this.finish(this.mode === 'all' && missed.length > 0 ? callError(missed) : undefined);
@@ -182,8 +281,21 @@ export class Call {
     }
   }
 
+  /**
+   * Resolves or rejects the call once. Without an error it waits for fallbacks still being awaited. Once the
+   * client has gone it rejects with `ClientClosedError` whatever the tasks gave, so the handler stops there.
+   */
   private finish(error?: FanoutError): void {
     if (this.done) return;
+    if (!error && this.scope.disconnected) {
+      error = quietly(
+        () => new ClientClosedError(this.tasks.filter((t) => t.status !== 'fulfilled').map((t) => t.name)),
+      );
+    }
+    if (!error && this.pendingFallbacks > 0) {
+      this.waiting = true;
+      return;
+    }
     this.done = true;
     if (this.timer) {
       clearTimeout(this.timer);
@@ -191,9 +303,10 @@ export class Call {
     }
     this.scope.untrack(this);
     if (error) return this.reject(error);
+    // Task names are user input: `__proto__` must be an own key here too, not the result's prototype.
     const out: Record<string, unknown> = {};
-    if (this.mode === 'all') for (const task of this.tasks) out[task.name] = task.value;
-    else for (const task of this.tasks) out[task.name] = settledOf(task);
+    if (this.mode === 'all') for (const task of this.tasks) setOwn(out, task.name, task.value);
+    else for (const task of this.tasks) setOwn(out, task.name, settledOf(task));
     this.resolve(out);
   }
 }
@@ -207,46 +320,38 @@ function onCallDeadline(call: Call): void {
   );
 }
 
-/** Uses the fallback of a task that did not fulfil; false when the task has no value to give. */
-function applyFallback(task: TaskRun): boolean {
-  if (task.status === 'fulfilled') return true;
-  const { def } = task;
-  if (!def.hasFallback) return false;
-  try {
-    task.value =
-      typeof def.fallback === 'function'
-        ? (def.fallback as (e: unknown) => unknown)(task.error)
-        : def.fallback;
-    task.usedFallback = true;
-    return true;
-  } catch (error) {
-    task.fallbackThrew = true;
-    task.error = error;
-    return false;
-  }
-}
-
 /** The error an `all()` rejects with when this required task fails. */
 function failureOf(task: TaskRun): FanoutError {
-  if (task.fallbackThrew) return new TaskFailedError(task.name, task.error, 'failed and its fallback threw');
+  const error = task.error;
+  if (task.fallbackFailure !== undefined) return new TaskFailedError(task.name, error, task.fallbackFailure);
   if (task.status === 'rejected') {
-    const error = task.error;
-    // The package's own verdict on this task passes through (a crashed worker); anything else the task
-    // threw is a failed dependency, 502, with the original in `cause` (a `WorkerScriptError` included).
-    if (error instanceof TaskFailedError && error.tasks[0] === task.name) return error;
+    // The package's own verdict on this task passes through (a crashed worker, a broken worker script: 500);
+    // anything else the task threw is a failed dependency, 502, with the original in `cause`.
+    if (isInstance(error, TaskFailedError) && error.tasks[0] === task.name) return error;
+    if (isInstance(error, WorkerScriptError)) return error;
     return new TaskFailedError(task.name, error);
   }
-  return task.error instanceof FanoutError ? task.error : new TaskFailedError(task.name, task.error);
+  return isInstance(error, FanoutError) ? error : new TaskFailedError(task.name, error);
 }
 
 function valuesOf(tasks: readonly TaskRun[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const task of tasks) out[task.name] = task.value;
+  for (const task of tasks) setOwn(out, task.name, task.value);
   return out;
 }
 
+/** `out[key] = value` as an own property even for `__proto__`, the one key whose assignment sets the prototype. */
+export function setOwn(out: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') {
+    Object.defineProperty(out, key, { value, writable: true, enumerable: true, configurable: true });
+  } else out[key] = value;
+}
+
 function settledOf(task: TaskRun): Settled<unknown> {
-  const out: Settled<unknown> = { status: task.status!, ms: round(task.settledAt - task.submittedAt) };
+  const out: Settled<unknown> = {
+    status: task.status!,
+    ms: round(task.settledAt + task.fallbackMs - task.submittedAt),
+  };
   if (task.status === 'fulfilled' || task.usedFallback) out.value = task.value;
   if (task.status !== 'fulfilled') out.error = task.error;
   return out;

@@ -32,12 +32,27 @@ export class FanoutError extends Error {
   }
 }
 
-const list = (tasks: readonly string[]): string =>
-  tasks.length === 0
-    ? 'The request'
-    : tasks.length === 1
-      ? `Task \`${tasks[0]}\``
-      : `Tasks ${tasks.map((t) => `\`${t}\``).join(', ')}`;
+/** Task names in messages: at most this many characters of one name, and this many names. */
+const NAME_CHARS = 64;
+const NAMES_SHOWN = 3;
+
+/** `` `db` `` for a name, cut to {@link NAME_CHARS} characters: a message stays small whatever the names. */
+export function quote(name: string): string {
+  return name.length > NAME_CHARS ? `\`${name.slice(0, NAME_CHARS)}…\`` : `\`${name}\``;
+}
+
+/**
+ * `Task \`db\``, `Tasks \`a\`, \`b\``, or `Tasks \`t0\`, \`t1\`, \`t2\` and 9997 more`: a few names and the count
+ * of the rest, so that an error about 10,000 tasks is still a one-line message (under 1 KB), in every log line.
+ */
+export function list(tasks: readonly string[]): string {
+  if (tasks.length === 0) return 'The request';
+  if (tasks.length === 1) return `Task ${quote(tasks[0]!)}`;
+  const shown = tasks.length > NAMES_SHOWN + 1 ? NAMES_SHOWN : tasks.length;
+  let out = 'Tasks ';
+  for (let i = 0; i < shown; i++) out += (i > 0 ? ', ' : '') + quote(tasks[i]!);
+  return shown < tasks.length ? `${out} and ${tasks.length - shown} more` : out;
+}
 
 /** A required task was still running (or queued) at the request deadline or at its own `timeoutMs`. 504. */
 export class BudgetExceededError extends FanoutError {
@@ -57,7 +72,7 @@ export class BudgetExceededError extends FanoutError {
 /** A required task threw or rejected; `cause` holds what it threw. 502. */
 export class TaskFailedError extends FanoutError {
   constructor(task: string, cause: unknown, detail = 'failed') {
-    super(`Task \`${task}\` ${detail}`, 502, [task], { cause });
+    super(`Task ${quote(task)} ${detail}`, 502, [task], { cause });
   }
 }
 
@@ -74,17 +89,35 @@ export class OverloadedError extends FanoutError {
   }
 }
 
-/** The client disconnected before the response was sent; the request's tasks were aborted. 499. */
+/**
+ * The client disconnected before the response was sent; the request's tasks were aborted. 499 (nginx's
+ * "Client Closed Request"). Nobody reads the answer, so `gather()` writes none; a handler should not either.
+ */
 export class ClientClosedError extends FanoutError {
   constructor(tasks: readonly string[] = []) {
-    super(`${list(tasks)} aborted: the client closed the connection`, 499, tasks);
+    super(`Client Closed Request: ${list(tasks)} aborted, the client closed the connection`, 499, tasks);
+  }
+}
+
+/**
+ * An `all()` call with more required tasks ready at once than the scheduler can ever hold (`perRequest` running
+ * plus `maxQueue` waiting): a programming error, not load, so 500 and no `Retry-After`.
+ */
+export class CallTooLargeError extends FanoutError {
+  constructor(tasks: readonly string[], limit: number, detail: string) {
+    super(
+      `${list(tasks)}: the call has ${tasks.length} required tasks ready at once, but at most ${limit} can ever ` +
+        `be admitted (${detail}); split the call or raise the limits`,
+      500,
+      tasks,
+    );
   }
 }
 
 /** A task was aborted because a required sibling in the same call failed; `cause` holds that failure. */
 export class SiblingFailedError extends FanoutError {
   constructor(task: string, cause: FanoutError) {
-    super(`Task \`${task}\` aborted: ${cause.message}`, cause.status, [task], { cause });
+    super(`Task ${quote(task)} aborted: ${cause.message}`, cause.status, [task], { cause });
   }
 }
 
@@ -99,6 +132,15 @@ export class WorkerCrashedError extends TaskFailedError {
 export class WorkerScriptError extends FanoutError {
   constructor(message: string, cause?: unknown) {
     super(message, 500, [], cause === undefined ? undefined : { cause });
+  }
+}
+
+/** `value instanceof type`, false where asking throws (a revoked Proxy's prototype cannot be read). */
+export function isInstance<T>(value: unknown, type: abstract new (...args: never[]) => T): value is T {
+  try {
+    return value instanceof type;
+  } catch {
+    return false;
   }
 }
 

@@ -1,7 +1,8 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { ClientClosedError, isInstance } from './errors';
 import { describe, integer } from './options';
 import { parseTasks } from './task-def';
-import type { Results, Tasks } from './types';
+import type { CheckedTasks, Results, Tasks } from './types';
 
 export interface GatherOptions<T extends Tasks> {
   /** Status of the JSON answer. Integer from 200 to 299. @default 200 */
@@ -17,8 +18,8 @@ export interface GatherOptions<T extends Tasks> {
  * app.get('/', gather({ file, db, api }));
  * ```
  */
-export function gather<T extends Tasks>(
-  tasks: T | ((req: Request) => T),
+export function gather<T extends Tasks, G = T>(
+  tasks: CheckedTasks<T, G> | ((req: Request) => CheckedTasks<T, G>),
   options: GatherOptions<T> = {},
 ): RequestHandler {
   if (typeof tasks !== 'function') parseTasks(tasks, 'tasks of `gather()`');
@@ -28,20 +29,30 @@ export function gather<T extends Tasks>(
     throw new TypeError(`Expected \`map\` to be a function, got ${describe(map)}`);
   }
   return function gatherHandler(req: Request, res: Response, next: NextFunction): void {
-    const fo = req.fanout;
-    if (!fo) return next(new Error('express-fanout: `gather()` needs `app.use(fanout())` before this route'));
+    let fo: Request['fanout'] | undefined;
     let resolved: T;
     try {
-      resolved = typeof tasks === 'function' ? tasks(req) : tasks;
+      // Throws saying what to mount when no `fanout()` saw this request (see middleware.ts).
+      fo = req.fanout;
+      if (!fo)
+        throw new TypeError(`express-fanout: \`gather()\` needs \`app.use(fanout())\` before this route`);
+      resolved = (typeof tasks === 'function' ? tasks(req) : tasks) as T;
     } catch (error) {
       return next(error);
     }
-    fo.all(resolved).then((values) => {
-      try {
-        res.status(status).json(map ? map(values, req) : values);
-      } catch (error) {
+    fo.all(resolved).then(
+      (values) => {
+        try {
+          res.status(status).json(map ? map(values, req) : values);
+        } catch (error) {
+          next(error);
+        }
+      },
+      (error: unknown) => {
+        // The client has gone: nobody reads an answer, so none is written (Express would write a 499 body).
+        if (isInstance(error, ClientClosedError)) return;
         next(error);
-      }
-    }, next);
+      },
+    );
   };
 }

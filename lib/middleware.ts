@@ -1,3 +1,4 @@
+import { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { NextFunction, Request, Response } from 'express';
 import { resolveOptions } from './options';
@@ -22,14 +23,46 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     return undefined as unknown as FanoutMiddleware;
   }
   const runtime = new Runtime(resolveOptions(options as FanoutOptions | undefined));
+  explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
-    req.fanout = new Scope(runtime, req, res, performance.now());
+    const outer = Object.hasOwn(req, 'fanout') ? (req.fanout as unknown) : undefined;
+    if (outer instanceof Scope) {
+      // The same instance mounted twice (app and router): the request keeps its scope, and so its budget.
+      if (outer.runtime === runtime) return next();
+      // Another instance below the first: its own bounds, but its clock starts at the request's first
+      // sighting, and its deadline never falls after the outer one's.
+      req.fanout = new Scope(runtime, req, res, outer.arrival, outer);
+    } else req.fanout = new Scope(runtime, req, res, performance.now());
     next();
   } as FanoutMiddleware;
   middleware.close = () => runtime.close();
   middleware.stats = () => runtime.stats();
   return middleware;
+}
+
+/**
+ * `req.fanout` on a request that no `fanout()` middleware saw is a clear error instead of `Cannot read
+ * properties of undefined`: an accessor on `http.IncomingMessage.prototype` (which Express's requests inherit
+ * from) that throws saying what to mount, shadowed by the own property the middleware sets. Installed once,
+ * by the first `fanout()` call, never by importing the package.
+ */
+function explainMissingFanout(): void {
+  const proto = IncomingMessage.prototype as unknown as Record<string, unknown>;
+  if (Object.getOwnPropertyDescriptor(proto, 'fanout')) return;
+  Object.defineProperty(proto, 'fanout', {
+    configurable: true,
+    enumerable: false,
+    get(): never {
+      throw new TypeError(
+        'express-fanout: `req.fanout` is not set on this request: mount `app.use(fanout())` (or ' +
+          '`router.use(fanout())`) before the routes that use it, and after body parsers',
+      );
+    },
+    set(this: object, value: unknown) {
+      Object.defineProperty(this, 'fanout', { value, writable: true, enumerable: true, configurable: true });
+    },
+  });
 }
 
 function looksLikeRequest(value: unknown): boolean {

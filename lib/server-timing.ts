@@ -7,33 +7,50 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const NOT_TOKEN = /[^!#$%&'*+\-.^_`|~0-9A-Za-z]/g;
 
 /**
- * Entries at most, `total` aside: a handler that runs hundreds of tasks would otherwise send a header larger
- * than proxies accept (nginx's default buffer is 4-8 KB and it answers 502 beyond). The rest are counted in
- * one `more` entry.
+ * The header's size at most, in bytes, whatever the names: proxies refuse large response headers (nginx's
+ * default buffer is 4-8 KB and it answers 502 beyond; Node's own client fails with `HPE_HEADER_OVERFLOW` at
+ * 16 KB for all headers together). Entries that do not fit are counted in one `more` entry.
  */
+export const MAX_BYTES = 4096;
+/** Entries at most, `total` aside. */
 export const MAX_ENTRIES = 64;
+/** Characters of a task name shown; a longer one is cut. */
+export const MAX_NAME = 48;
+/** Room kept for `more;desc="12345 more tasks", total;dur=123456.7`. */
+const TAIL_BYTES = 64;
 
 /**
- * `file;dur=100.2, db;dur=201.3;desc="timeout", total;dur=301`: written just before the headers go out.
- * Runs on every response of a request that fanned out, so it is one loop and string concatenation: no
- * closures, no `toFixed`, and a name is rewritten only when it is not already a token.
+ * `file;dur=100.2, db;dur=201.3;desc="timeout", total;dur=301`: written just before the headers go out, in
+ * at most `maxBytes` (ASCII: names are rewritten as tokens). Runs on every response of a request that fanned
+ * out, so it is one loop and string concatenation: no closures, no `toFixed`, and a name is rewritten only
+ * when it is not already a short token.
  */
-export function serverTimingOf(scope: Scope): string {
+export function serverTimingOf(scope: Scope, maxBytes = MAX_BYTES): string {
   const now = performance.now();
   const tasks = scope.tasks;
+  const room = maxBytes - TAIL_BYTES;
   let out = '';
-  const shown = tasks.length > MAX_ENTRIES ? MAX_ENTRIES - 1 : tasks.length;
-  for (let i = 0; i < shown; i++) {
-    const task = tasks[i]!;
-    const name = task.name;
-    const end = task.state === 'settled' ? task.settledAt : now;
-    out += `${TOKEN.test(name) ? name : name.replace(NOT_TOKEN, '_') || '_'};dur=${tenths(end - task.submittedAt)}`;
-    const desc = describeOutcome(task);
-    if (desc !== undefined) out += `;desc="${desc}"`;
-    out += ', ';
+  let shown = 0;
+  const most = tasks.length > MAX_ENTRIES ? MAX_ENTRIES - 1 : tasks.length;
+  for (; shown < most; shown++) {
+    const task = tasks[shown]!;
+    const entry = entryOf(task, now);
+    if (out.length + entry.length > room) break;
+    out += entry;
   }
   if (shown < tasks.length) out += `more;desc="${tasks.length - shown} more tasks", `;
   return `${out}total;dur=${tenths(now - scope.arrival)}`;
+}
+
+function entryOf(task: TaskRun, now: number): string {
+  let name = task.name;
+  if (name.length > MAX_NAME) name = name.slice(0, MAX_NAME);
+  if (!TOKEN.test(name)) name = name.replace(NOT_TOKEN, '_') || '_';
+  const end = task.state === 'settled' && !task.fallbackPending ? task.settledAt + task.fallbackMs : now;
+  const desc = describeOutcome(task);
+  return desc === undefined
+    ? `${name};dur=${tenths(end - task.submittedAt)}, `
+    : `${name};dur=${tenths(end - task.submittedAt)};desc="${desc}", `;
 }
 
 /** Milliseconds to one decimal, as `Server-Timing` shows them (`12.3`, or `12` for a whole number). */
@@ -43,7 +60,8 @@ function tenths(ms: number): number {
 
 function describeOutcome(task: TaskRun): string | undefined {
   if (task.state !== 'settled') return task.state;
-  if (task.usedFallback) return 'fallback';
+  if (task.fallbackPending) return 'fallback pending';
+  if (task.usedFallback) return task.fallbackMs > 0 ? `fallback ${tenths(task.fallbackMs)} ms` : 'fallback';
   switch (task.status) {
     case 'fulfilled':
       return undefined;

@@ -1,3 +1,4 @@
+import { quote } from './errors';
 import { describe, didYouMean, integer, rejectUnknown } from './options';
 import type { TaskFn } from './types';
 
@@ -51,7 +52,7 @@ export function parseTasks(tasks: unknown, where = 'tasks'): TaskDef[] {
 function parseSpec(name: string, task: unknown): TaskDef {
   if (typeof task !== 'object' || task === null || typeof (task as { run?: unknown }).run !== 'function') {
     throw new TypeError(
-      `Expected task \`${name}\` to be a function or an object with a \`run\` function, got ${describe(task)}`,
+      `Expected task ${quote(name)} to be a function or an object with a \`run\` function, got ${describe(task)}`,
     );
   }
   const spec = task as Record<string, unknown>;
@@ -59,7 +60,7 @@ function parseSpec(name: string, task: unknown): TaskDef {
   for (const key of PLANNED) {
     if (spec[key] !== undefined) {
       throw new TypeError(
-        `Task \`${name}\`: option \`${key}\` is not available in express-fanout 0.1 (it is planned)`,
+        `Task ${quote(name)}: option \`${key}\` is not available in express-fanout 0.1 (it is planned)`,
       );
     }
   }
@@ -82,7 +83,7 @@ function resolveAfter(names: string[], tasks: Record<string, { after?: unknown }
     if (after === undefined || typeof tasks[name] === 'function') continue;
     if (!Array.isArray(after) || after.some((dep) => typeof dep !== 'string')) {
       throw new TypeError(
-        `Task \`${name}\`: expected \`after\` to be an array of task names, got ${describe(after)}`,
+        `Task ${quote(name)}: expected \`after\` to be an array of task names, got ${describe(after)}`,
       );
     }
     defs[i]!.after = (after as string[]).map((dep) => {
@@ -94,9 +95,9 @@ function resolveAfter(names: string[], tasks: Record<string, { after?: unknown }
         );
         throw new TypeError(
           dep === name
-            ? `Task \`${name}\` lists itself in \`after\``
-            : `Task \`${name}\` lists \`${dep}\` in \`after\`, but this call has no task \`${dep}\`` +
-                (guess ? `. Did you mean \`${guess}\`?` : ''),
+            ? `Task ${quote(name)} lists itself in \`after\``
+            : `Task ${quote(name)} lists ${quote(dep)} in \`after\`, but this call has no task ${quote(dep)}` +
+                (guess ? `. Did you mean ${quote(guess)}?` : ''),
         );
       }
       return at;
@@ -114,11 +115,11 @@ function findCycle(defs: TaskDef[]): void {
     path.push(i);
     for (const dep of defs[i]!.after) {
       if (state[dep] === 1) {
-        const cycle = path
-          .slice(path.indexOf(dep))
-          .concat(dep)
-          .map((j) => `\`${defs[j]!.name}\``);
-        throw new TypeError(`Tasks ${cycle.join(' -> ')} form a cycle in \`after\``);
+        const cycle = path.slice(path.indexOf(dep)).concat(dep);
+        const shown = cycle.length > 6 ? [...cycle.slice(0, 5), dep] : cycle;
+        const names = shown.map((j) => quote(defs[j]!.name)).join(' -> ');
+        const more = cycle.length > 6 ? ` (${cycle.length - 1} tasks, ${cycle.length - 6} not shown)` : '';
+        throw new TypeError(`Tasks ${names} form a cycle in \`after\`${more}`);
       }
       if (state[dep] === 0) visit(dep);
     }
@@ -133,7 +134,7 @@ function naming<T>(name: string, check: () => T): T {
   try {
     return check();
   } catch (error) {
-    if (error instanceof TypeError) error.message = `Task \`${name}\`: ${error.message}`;
+    if (error instanceof TypeError) error.message = `Task ${quote(name)}: ${error.message}`;
     throw error;
   }
 }
