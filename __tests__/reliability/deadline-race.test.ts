@@ -1,13 +1,11 @@
-import { EventEmitter } from 'node:events';
-import type { NextFunction, Request, Response } from 'express';
 import {
   BudgetExceededError,
   fanout,
-  type Fanout,
-  type FanoutMiddleware,
+  type FanoutOptions,
   type TaskEvent,
   type TaskStatus,
 } from 'express-fanout';
+import { fakeExchange } from './helpers/fake-request';
 
 /**
  * The deadline racing a task's settlement, on a mocked clock (as resilience4j tests its TimeLimiter): the
@@ -27,16 +25,8 @@ jest.mock('node:perf_hooks', () => ({
 const B = 100;
 const GRACE = 50;
 
-interface Fake {
-  fo: FanoutMiddleware;
-  req: Request;
-  res: Response & EventEmitter;
-  events: TaskEvent[];
-  scope: Fanout;
-}
-
-/** A request through the middleware with a response that is an EventEmitter with the fields it reads. */
-function fakeRequest(options: Parameters<typeof fanout>[0] = {}): Fake {
+/** A request through a fresh middleware, with a response that is an EventEmitter (see fakeExchange). */
+function fakeRequest(options: FanoutOptions = {}) {
   const events: TaskEvent[] = [];
   const fo = fanout({
     budgetMs: B,
@@ -45,30 +35,8 @@ function fakeRequest(options: Parameters<typeof fanout>[0] = {}): Fake {
     onTask: (e) => events.push(e),
     ...options,
   });
-  const socket = Object.assign(new EventEmitter(), { destroyed: false });
-  const req = Object.assign(new EventEmitter(), {
-    method: 'GET',
-    url: '/',
-    headers: {},
-    socket,
-    connection: socket,
-  }) as unknown as Request;
-  const headers = new Map<string, unknown>();
-  const res = Object.assign(new EventEmitter(), {
-    writableEnded: false,
-    destroyed: false,
-    headersSent: false,
-    socket,
-    getHeader: (name: string) => headers.get(name.toLowerCase()),
-    setHeader: (name: string, value: unknown) => void headers.set(name.toLowerCase(), value),
-  }) as unknown as Response & EventEmitter;
-  let nextCalls = 0;
-  fo(req, res, ((error?: unknown) => {
-    nextCalls++;
-    if (error) throw error;
-  }) as NextFunction);
-  expect(nextCalls).toBe(1);
-  return { fo, req, res, events, scope: req.fanout };
+  const { scope, disconnect } = fakeExchange(fo);
+  return { fo, scope, events, disconnect };
 }
 
 /** Records how a call's promise settled, and how many times its handlers ran. */
@@ -251,12 +219,9 @@ describe('a task that settles from inside the abort', () => {
   );
 
   it('a client that leaves at the same ms as the deadline gives one outcome per task', async () => {
-    const { fo, scope, events, res } = fakeRequest();
+    const { fo, scope, events, disconnect } = fakeRequest();
     const seen = track(scope.settle({ a: settlesAt(B + 10, 'resolve'), b: settlesAt(B + 10, 'reject') }));
-    setTimeout(() => {
-      (res as unknown as { destroyed: boolean }).destroyed = true;
-      res.emit('close');
-    }, B);
+    setTimeout(disconnect, B);
     await advance(B + 20 + GRACE);
     expect(events.map((e) => e.name).sort()).toEqual(['a', 'b']);
     expect(new Set(events.map((e) => e.status)).size).toBe(1);
