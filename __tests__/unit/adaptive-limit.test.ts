@@ -1,4 +1,9 @@
-import { ADAPTIVE_DEFAULTS, AdaptiveLimit, type AdaptiveLimitSettings } from '../../lib/adaptive-limit';
+import {
+  ADAPTIVE_DEFAULTS,
+  AdaptiveLimit,
+  resolveConcurrency,
+  type AdaptiveLimitSettings,
+} from '../../lib/adaptive-limit';
 
 /**
  * A deterministic simulation, no real time: a downstream that serves `capacity(t)` calls at once, `serviceMs`
@@ -78,10 +83,10 @@ describe('AdaptiveLimit', () => {
   });
 
   it('grows while latency stays at its no-load level, up to `max`', () => {
-    const limiter = new AdaptiveLimit(settings({ max: 600 }), 0);
-    const trace = simulate(limiter, { capacity: () => 10_000, serviceMs: 10, durationMs: 10_000 });
+    const limiter = new AdaptiveLimit(settings({ max: 300 }), 0);
+    const trace = simulate(limiter, { capacity: () => 10_000, serviceMs: 10, durationMs: 3_000 });
     expect(between(0, 200, trace)[0]!.limit).toBeLessThan(100);
-    expect(trace.at(-1)!.limit).toBe(600);
+    expect(trace.at(-1)!.limit).toBe(300);
   });
 
   it('shrinks when the capacity halves, and grows back when it recovers', () => {
@@ -137,3 +142,48 @@ function simulateFrom(limiter: AdaptiveLimit, from: number, to: number, serviceM
   simulate(shifted, { capacity: () => 32, serviceMs, durationMs: to - from });
   return limiter.limit;
 }
+
+describe('resolveConcurrency', () => {
+  it("is adaptive by default, with `'adaptive'` and with `{ adaptive: {} }`", () => {
+    for (const value of [undefined, 'adaptive', { adaptive: {} }, { adaptive: true }]) {
+      expect(resolveConcurrency(value, 'adaptive')).toEqual({
+        concurrency: 1024,
+        adaptive: ADAPTIVE_DEFAULTS,
+      });
+    }
+  });
+
+  it('keeps a number as a fixed limit', () => {
+    expect(resolveConcurrency(64, 'adaptive')).toEqual({ concurrency: 64, adaptive: false });
+  });
+
+  it('takes bounds and tuning, the cap being `max`', () => {
+    const { concurrency, adaptive } = resolveConcurrency(
+      { adaptive: { min: 2, max: 100, tolerance: 1.5 } },
+      'adaptive',
+    );
+    expect(concurrency).toBe(100);
+    expect(adaptive).toEqual({ ...ADAPTIVE_DEFAULTS, min: 2, max: 100, tolerance: 1.5 });
+    expect(resolveConcurrency({ adaptive: { max: 16 } }, 'adaptive').adaptive).toMatchObject({ initial: 16 });
+  });
+
+  it('names what is wrong', () => {
+    expect(() => resolveConcurrency(0, 'adaptive')).toThrow('Expected `concurrency` to be an integer >= 1');
+    expect(() => resolveConcurrency('auto', 'adaptive')).toThrow(
+      "`'adaptive'` or `{ adaptive: { min, max, … } }`",
+    );
+    expect(() => resolveConcurrency({ adaptiv: {} }, 'adaptive')).toThrow(
+      "`'adaptive'` or `{ adaptive: { min, max, … } }`",
+    );
+    expect(() => resolveConcurrency({ adaptive: { mx: 3 } }, 'adaptive')).toThrow(
+      'Did you mean `concurrency.adaptive.max`?',
+    );
+    expect(() => resolveConcurrency({ adaptive: { min: 10, max: 5 } }, 'adaptive')).toThrow(
+      'concurrency.adaptive.max',
+    );
+    expect(() => resolveConcurrency({ adaptive: { initial: 2000 } }, 'adaptive')).toThrow('at most');
+    expect(() => resolveConcurrency({ adaptive: { tolerance: 0.5 } }, 'adaptive')).toThrow(
+      'concurrency.adaptive.tolerance',
+    );
+  });
+});
