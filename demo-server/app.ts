@@ -20,6 +20,7 @@ import {
   type TaskTiming,
 } from 'express-fanout';
 import { readCatalog } from './catalog';
+import { LastGood } from './last-good';
 import { CPU_N, fib, MAX_CPU_N } from './cpu';
 import { isRegion, REGIONS, type Region } from './db';
 import type { LoopDelay } from './loop-delay';
@@ -64,7 +65,10 @@ export const ROUTES: ReadonlyArray<readonly [path: string, what: string]> = [
   ],
   ['/cpu/inline', 'the same fib on the event loop: every other request waits for it'],
   ['/ping', 'a light answer: its latency shows how free the event loop is'],
-  ['/stats', 'fo.stats() (worker threads included) and the event-loop delay since the last /stats'],
+  [
+    '/stats',
+    'fo.stats() (the adaptive concurrency `limit` and worker threads included) and the event-loop delay since the last /stats',
+  ],
 ];
 
 export function createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl, log }: AppDeps): Express {
@@ -116,6 +120,7 @@ export function createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl, log }: A
     }),
   );
 
+  const lastGood = new LastGood<Awaited<ReturnType<typeof callSlowApi>>>();
   app.get(
     '/budget',
     route(async (req, res) => {
@@ -127,10 +132,22 @@ export function createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl, log }: A
           db: dbTask(region),
           // Fits in the budget; the service echoes the budget header it received from `ctx.headers()`.
           api: ({ signal, headers }) => callSlowApi(apiUrl, FAST_API_MS, { signal, headers: headers() }),
-          // Does not fit: aborted at the deadline (its fetch is cancelled), and the fallback answers instead.
+          // Does not fit: aborted at the deadline (its fetch is cancelled), and the fallback answers instead
+          // with the last good answer from an asynchronous cache (awaited within `fallbackMs` of the deadline).
           slowApi: {
-            run: ({ signal, headers }) => callSlowApi(apiUrl, slowMs, { signal, headers: headers() }),
-            fallback: (error: unknown) => ({ fallback: true, reason: messageOf(error) }),
+            run: async ({ signal, headers }) => {
+              const answer = await callSlowApi(apiUrl, slowMs, { signal, headers: headers() });
+              await lastGood.set('slowApi', answer);
+              return answer;
+            },
+            fallback: async (error: unknown) => {
+              const last = await lastGood.get('slowApi');
+              return {
+                fallback: true,
+                reason: messageOf(error),
+                stale: last ? { ...last.value, at: last.at } : null,
+              };
+            },
           },
         },
         { budgetMs: TIGHT_BUDGET_MS },

@@ -139,7 +139,7 @@ describe('the demo server', () => {
     expect(body.budgetMs).toBe(TIGHT_BUDGET_MS);
     expect(body.elapsedMs).toBeGreaterThanOrEqual(TIGHT_BUDGET_MS - 5);
     expect(body.elapsedMs).toBeLessThan(TIGHT_BUDGET_MS + 250);
-    expect(body.slowApi).toEqual({ fallback: true, reason: expect.stringContaining('slowApi') });
+    expect(body.slowApi).toMatchObject({ fallback: true, reason: expect.stringContaining('slowApi') });
     expect(body.api).toEqual(expect.objectContaining({ service: 'slow-api', delayMs: FAST_API_MS }));
     const budgetSeen = Number(body.api.budgetHeader);
     expect(budgetSeen).toBeGreaterThan(0);
@@ -147,7 +147,21 @@ describe('the demo server', () => {
     const timing = String(res.headers['server-timing']);
     for (const name of ['file', 'db', 'api', 'total'])
       expect(timing).toMatch(new RegExp(`\\b${name};dur=\\d`));
-    expect(timing).toMatch(/slowApi;dur=[\d.]+;desc="(fallback|timeout)"/);
+    expect(timing).toMatch(/slowApi;dur=[\d.]+;desc="(fallback[\d. ms]*|timeout)"/);
+  });
+
+  it('falls back on /budget to the last good answer of the late call, read from an asynchronous cache', async () => {
+    // A fast enough call succeeds and is remembered; the next, late one falls back to it.
+    const fresh = (await get('/budget?slowMs=20')).body as { slowApi: { delayMs: number } };
+    expect(fresh.slowApi).toMatchObject({ service: 'slow-api', delayMs: 20 });
+    const res = await get('/budget');
+    const body = res.body as Answer & {
+      slowApi: { fallback: boolean; stale: { delayMs: number; at: number } };
+    };
+    expect(body.slowApi).toMatchObject({ fallback: true, stale: { service: 'slow-api', delayMs: 20 } });
+    expect(body.slowApi.stale.at).toBeLessThanOrEqual(Date.now());
+    expect(body.elapsedMs).toBeLessThan(TIGHT_BUDGET_MS + 250);
+    expect(String(res.headers['server-timing'])).toMatch(/slowApi;dur=[\d.]+;desc="fallback [\d.]+ ms"/);
   });
 
   it('answers /seed in 0.3 s and /seed/sequential in 0.6 s', async () => {
