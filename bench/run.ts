@@ -11,6 +11,7 @@ import { benchDir, findPython, killServers, rootDir } from './harness/server-pro
 import { allTargets, renderMarkdown, renderText, type Report, verdict } from './report/markdown';
 import { renderSvg } from './report/svg';
 import { blockingScenario } from './scenarios/blocking';
+import { mixedScenario } from './scenarios/mixed';
 import { heavyTailScenario } from './scenarios/heavy-tail';
 import { overheadScenario } from './scenarios/overhead';
 import { overloadScenario } from './scenarios/overload';
@@ -19,7 +20,7 @@ import { storyScenarios } from './scenarios/story';
 import type { Environment, ScenarioResult } from './scenarios/types';
 import { packagePaths } from './scenarios/variant';
 
-const SCENARIOS = ['story', 'overhead', 'heavy-tail', 'overload', 'blocking'] as const;
+const SCENARIOS = ['story', 'overhead', 'heavy-tail', 'overload', 'blocking', 'mixed'] as const;
 type ScenarioId = (typeof SCENARIOS)[number];
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --only ${SCENARIOS.join(',')}] [-- --strict]
@@ -92,6 +93,7 @@ async function main(): Promise<number> {
     ['heavy-tail', '3. Heavy tail', () => heavyTailScenario(plan, env)],
     ['overload', '4. Overload', () => overloadScenario(plan, env)],
     ['blocking', '5. Blocking work', () => blockingScenario(plan, env)],
+    ['mixed', '6. Mixed IO and CPU', () => mixedScenario(plan, env)],
   ];
   for (const [id, title, run] of steps) {
     if (!args.only.has(id)) continue;

@@ -14,6 +14,8 @@ export interface Plan {
   overloadDurationS: number;
   blockingWarmupS: number;
   blockingDurationS: number;
+  mixedWarmupS: number;
+  mixedDurationS: number;
 }
 
 export const quickPlan: Plan = {
@@ -30,6 +32,8 @@ export const quickPlan: Plan = {
   overloadDurationS: 3,
   blockingWarmupS: 1,
   blockingDurationS: 2,
+  mixedWarmupS: 1,
+  mixedDurationS: 3,
 };
 
 export const fullPlan: Plan = {
@@ -46,4 +50,6 @@ export const fullPlan: Plan = {
   overloadDurationS: 15,
   blockingWarmupS: 2,
   blockingDurationS: 15,
+  mixedWarmupS: 2,
+  mixedDurationS: 15,
 };
