@@ -168,9 +168,9 @@ export class Call {
   }
 
   /**
-   * Takes the task's fallback. A value (or a function's result) that is a thenable is awaited: within what is
-   * left of the call's budget, and never less than `fallbackMs` (the allowance of a fallback used at the
-   * deadline), so the response still leaves by the budget plus that allowance. Returns true while it is
+   * Takes the task's fallback. A value (or a function's result) that is a thenable is awaited until the call's
+   * deadline plus `fallbackMs`: what is left of the budget, and the allowance on top (all a fallback used at the
+   * deadline gets), so the response still leaves by the budget plus that allowance. Returns true while it is
    * awaited; the task is then done in {@link fallbackSettled}.
    */
   private useFallback(task: TaskRun): boolean {
@@ -193,7 +193,7 @@ export class Call {
     }
     this.pendingFallbacks++;
     const startedAt = performance.now();
-    const allowance = Math.max(this.deadline - startedAt, this.scope.runtime.options.fallbackMs);
+    const allowance = Math.max(this.deadline - startedAt, 0) + this.scope.runtime.options.fallbackMs;
     let timer: NodeJS.Timeout | null = null;
     const done = (ok: boolean, result: unknown, how?: string): void => {
       if (timer === null) return;
