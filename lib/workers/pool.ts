@@ -44,8 +44,10 @@ const TERMINATE_GRACE_MS = 100;
 
 /**
  * The slot of a cancelled running call stays taken until its thread is gone (the pool then starts a fresh one),
- * so that a call handed to workerpool always finds a free thread. workerpool reports every thread it ends; this
- * bound frees the slot when no report comes (a thread whose abort listeners answered in time is kept).
+ * so that a call handed to workerpool finds a free thread. workerpool reports every thread it ends, but not which
+ * call's: the report frees the oldest such slot, and this bound frees one when no report comes (a thread whose
+ * abort listeners answered in time is kept). If a report is attributed to the wrong thread (a crash and a
+ * cancellation at once), a call may wait a moment inside workerpool for the dying thread: in order, cancellable.
  */
 const DYING_SLOT_MS = TERMINATE_GRACE_MS * 3;
 
