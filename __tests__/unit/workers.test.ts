@@ -203,6 +203,16 @@ describe('WorkerPool', () => {
     });
   });
 
+  it("loads the README's ES-module example, which awaits a file named by workerData", async () => {
+    const config = join(tmp, 'app.json');
+    writeFileSync(config, JSON.stringify({ region: 'north' }));
+    const pool = makePool({
+      script: join(__dirname, '..', '..', 'examples', 'worker-threads', 'worker.mjs'),
+      workerData: { config },
+    });
+    await expect(pool.exec('setting', ['region'], { task: 'setting' })).resolves.toBe('north');
+  });
+
   it('loads a .js ES module of a "type": "module" package, with top-level await', async () => {
     const pool = makePool({ script: fixture('worker-module/worker.js') });
     await expect(pool.exec('status', [], { task: 'status' })).resolves.toBe('loaded');
