@@ -233,6 +233,113 @@ describe('Scheduler', () => {
       await expect(scheduler.idle()).resolves.toBeUndefined();
     });
 
+    it('keeps its bounds and accounting under any sequence that also lends, re-takes, returns and cancels re-takes', () => {
+      type State = 'queued' | 'running' | 'lent' | 'retaking' | 'done';
+      interface Entry {
+        lane: Lane;
+        state: State;
+        job: Job;
+        retake?: Job;
+      }
+      const OPS = ['submit', 'release', 'cancel', 'lend', 'retake', 'return', 'drop-retake'] as const;
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 4 }),
+          fc.integer({ min: 1, max: 3 }),
+          fc.integer({ min: 0, max: 6 }),
+          fc.array(fc.tuple(fc.constantFrom(...OPS), fc.integer({ min: 0, max: 3 })), { maxLength: 100 }),
+          (concurrency, perRequest, maxQueue, ops) => {
+            const scheduler = new Scheduler(concurrency, perRequest, maxQueue);
+            const lanes = [0, 1, 2, 3].map((i) => new Lane(i, i));
+            const entries: Entry[] = [];
+            const jobOf = (start: () => void): Job => ({
+              nextJob: null,
+              prevJob: null,
+              queued: false,
+              start,
+            });
+            const find = (l: Lane, state: State) => entries.find((e) => e.lane === l && e.state === state);
+            for (const [op, i] of ops) {
+              const l = lanes[i]!;
+              switch (op) {
+                case 'submit': {
+                  const entry: Entry = {
+                    lane: l,
+                    state: 'queued',
+                    job: jobOf(() => (entry.state = 'running')),
+                  };
+                  if (scheduler.submit(l, entry.job) !== 'shed') entries.push(entry);
+                  break;
+                }
+                case 'release': {
+                  const e = find(l, 'running');
+                  if (e) {
+                    e.state = 'done';
+                    scheduler.release(l);
+                  }
+                  break;
+                }
+                case 'cancel': {
+                  const e = find(l, 'queued');
+                  if (e) {
+                    scheduler.cancel(l, e.job);
+                    e.state = 'done';
+                  }
+                  break;
+                }
+                case 'lend': {
+                  const e = find(l, 'running');
+                  if (e) {
+                    e.state = 'lent';
+                    scheduler.lend(l);
+                  }
+                  break;
+                }
+                case 'retake': {
+                  const e = find(l, 'lent');
+                  if (e) {
+                    e.state = 'retaking';
+                    e.retake = jobOf(() => (e.state = 'running'));
+                    scheduler.retake(l, e.retake);
+                  }
+                  break;
+                }
+                case 'return': {
+                  const e = find(l, 'lent');
+                  if (e) {
+                    e.state = 'done';
+                    scheduler.returned();
+                  }
+                  break;
+                }
+                case 'drop-retake': {
+                  const e = find(l, 'retaking');
+                  if (e) {
+                    scheduler.cancel(l, e.retake!);
+                    e.state = 'done';
+                  }
+                  break;
+                }
+              }
+              const count = (state: State, lane?: Lane) =>
+                entries.filter((e) => e.state === state && (lane === undefined || e.lane === lane)).length;
+              expect(scheduler.running).toBe(count('running'));
+              expect(scheduler.running).toBeLessThanOrEqual(concurrency);
+              expect(scheduler.away).toBe(count('lent'));
+              expect(scheduler.queued).toBe(count('queued') + count('retaking'));
+              expect(count('queued')).toBeLessThanOrEqual(maxQueue);
+              for (const x of lanes) {
+                expect(x.running).toBe(count('running', x));
+                expect(x.running).toBeLessThanOrEqual(perRequest);
+              }
+              const eligible = lanes.some((x) => x.waiting > 0 && x.running < perRequest);
+              expect(eligible && scheduler.running < concurrency).toBe(false);
+            }
+          },
+        ),
+      );
+    });
+
     it('starts a slotless job at once, counting it nowhere', () => {
       const { scheduler, lane, job } = setup(1, 1, 0);
       const a = lane(1);
