@@ -497,6 +497,48 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
     expect(threadHandles()).toBe(baselineThreads);
   });
 
+  it('answers every worker-script problem with a 500 WorkerScriptError: unknown method, load failure, no script', async () => {
+    const unknown = await serve(withPool({ maxWorkers: 1 }), (app) => {
+      workerRoute(app);
+      echoErrors(app);
+    });
+    const nope = await unknown.http.get('/worker/nope');
+    expect(nope.status).toBe(500);
+    expect(errorOf(nope.body)).toMatchObject({
+      name: 'WorkerScriptError',
+      message:
+        'Task `nope` calls `nope`, which the worker script `worker-methods.js` does not register with ' +
+        'workerpool.worker({ ... })',
+    });
+
+    const broken = await serve(
+      { budgetMs: 3000, workers: { script: join(FIXTURES, 'worker-throws-on-load.js'), maxWorkers: 1 } },
+      (app) => {
+        workerRoute(app);
+        echoErrors(app);
+      },
+    );
+    for (let i = 0; i < 2; i++) {
+      const res = await broken.http.get('/worker/never');
+      expect(res.status).toBe(500);
+      expect(errorOf(res.body)).toMatchObject({
+        name: 'WorkerScriptError',
+        message: expect.stringMatching(/^The worker script `worker-throws-on-load.js` failed to load/),
+      });
+    }
+
+    const none = await serve({ budgetMs: 3000 }, (app) => {
+      workerRoute(app);
+      echoErrors(app);
+    });
+    const res = await none.http.get('/worker/add');
+    expect(res.status).toBe(500);
+    expect(errorOf(res.body)).toMatchObject({
+      name: 'WorkerScriptError',
+      message: expect.stringContaining('`workers.script` is not set'),
+    });
+  });
+
   it('rejects req.fanout.worker() with a 500 WorkerScriptError when worker threads are disabled (workers: false)', async () => {
     const { http, fo } = await serve({ workers: false }, (app) => {
       workerRoute(app);
