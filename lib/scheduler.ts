@@ -1,3 +1,7 @@
+import { performance } from 'node:perf_hooks';
+import type { AdaptiveLimit } from './adaptive-limit';
+import type { Admission as AdmissionPolicy } from './admission';
+
 /**
  * The bounded queue shared by every request of one middleware instance.
  *
@@ -11,6 +15,12 @@
  * Invariant: while the heap is not empty, every process-wide slot is taken (we drain whenever one frees), so a
  * submission that finds a free slot may start at once without overtaking anyone.
  *
+ * The process-wide `limit` is `concurrency`, or what an {@link AdaptiveLimit} finds from the time jobs hold
+ * their slots (sampled on release). Who may queue, which queued job is dropped rather than started, and whether
+ * the newest lane goes first (adaptive LIFO) is the {@link AdmissionPolicy}'s call (admission.ts); the scheduler
+ * only gives it the numbers: queue length, the job's deadline and submission time, one clock read per release
+ * and per drain.
+ *
  * A running job may lend its slot back while it waits on something that has slots of its own (a task waiting
  * for a worker thread): {@link Scheduler.lend}, then {@link Scheduler.retake} at the front of its lane, or
  * {@link Scheduler.returned} if it ends meanwhile. The worker pool runs a second scheduler of this class, one slot
@@ -19,6 +29,16 @@
 export interface Job {
   /** Called when the job gets its slots. Must not release synchronously. */
   start(): void;
+  /**
+   * What the admission policy reads (a task has them; a job without them is never shed by expected wait nor
+   * dropped): its deadline and submission time, performance ms.
+   */
+  readonly deadline?: number;
+  readonly submittedAt?: number;
+  /** Set by the scheduler when the job gets its slot, for the latency samples; `NaN` skips its sample. */
+  startedAt?: number;
+  /** Ends a queued job that will not be started (it can no longer finish); it leaves through {@link Scheduler.cancel}. */
+  drop?(detail: string): void;
   /** A job that needs no slot here: started at once and never counted (a task that only calls a worker). */
   readonly slotless?: boolean;
   /** Intrusive FIFO links and queue membership, owned by the scheduler. */
@@ -44,8 +64,18 @@ export class Lane {
 /** What {@link Scheduler.submit} did with a job. */
 export type Admission = 'started' | 'queued' | 'shed';
 
+/** The admission policy and the adaptive limit, both optional (the worker pool's scheduler has neither). */
+export interface SchedulerPolicy {
+  admission?: AdmissionPolicy;
+  adaptive?: AdaptiveLimit;
+  /** The clock, performance ms (a fake one in tests). */
+  now?: () => number;
+}
+
 export class Scheduler {
   running = 0;
+  /** The process-wide limit now: `concurrency`, or what the adaptive limit found (at most `concurrency`). */
+  limit: number;
   queued = 0;
   /** Jobs that lent their slot back and have not taken it again nor ended (see {@link lend}). */
   away = 0;
@@ -58,7 +88,24 @@ export class Scheduler {
     readonly concurrency: number,
     readonly perRequest: number,
     readonly maxQueue: number,
-  ) {}
+    policy: SchedulerPolicy = {},
+  ) {
+    this.admission = policy.admission ?? null;
+    this.adaptive = policy.adaptive ?? null;
+    this.now = policy.now ?? performance.now.bind(performance);
+    this.timed = this.admission !== null || this.adaptive !== null;
+    this.limit = this.adaptive ? Math.min(concurrency, this.adaptive.limit) : concurrency;
+  }
+
+  private readonly admission: AdmissionPolicy | null;
+  private readonly adaptive: AdaptiveLimit | null;
+  private readonly now: () => number;
+  /** Slots are timed (admission or an adaptive limit): the job's start is noted and its release sampled. */
+  private readonly timed: boolean;
+  /** Why the last submission was shed, for {@link shedDetail}. */
+  private refusal: 'full' | 'wait' = 'full';
+  private refusedWaitMs = 0;
+  private refusedLeftMs = 0;
 
   /** Starts the job now, queues it, or reports that it must be shed. */
   submit(lane: Lane, job: Job): Admission {
@@ -66,13 +113,27 @@ export class Scheduler {
       job.start();
       return 'started';
     }
-    if (lane.running < this.perRequest && this.running < this.concurrency && this.heap.length === 0) {
+    if (lane.running < this.perRequest && this.running < this.limit && this.heap.length === 0) {
       this.running++;
       lane.running++;
+      if (this.timed) job.startedAt = job.submittedAt ?? this.now();
       job.start();
       return 'started';
     }
-    if (this.queued >= this.maxQueue) return 'shed';
+    if (this.queued >= this.maxQueue) {
+      this.refusal = 'full';
+      return 'shed';
+    }
+    const admission = this.admission;
+    if (admission !== null && job.deadline !== undefined) {
+      const left = job.deadline - (job.submittedAt ?? this.now());
+      if (admission.room(this.queued, left, this.limit) < 1) {
+        this.refusal = 'wait';
+        this.refusedWaitMs = admission.expectedWaitMs(this.queued, this.limit);
+        this.refusedLeftMs = left;
+        return 'shed';
+      }
+    }
     job.queued = true;
     job.nextJob = null;
     job.prevJob = lane.tail;
@@ -106,7 +167,7 @@ export class Scheduler {
    */
   retake(lane: Lane, job: Job): void {
     this.away--;
-    if (lane.running < this.perRequest && this.running < this.concurrency && this.heap.length === 0) {
+    if (lane.running < this.perRequest && this.running < this.limit && this.heap.length === 0) {
       this.running++;
       lane.running++;
       job.start();
@@ -132,19 +193,33 @@ export class Scheduler {
 
   /**
    * How many jobs submitted now to `lane` would be admitted (started or queued) rather than shed: the slots
-   * they could take at once plus the room left in the queue.
+   * they could take at once plus the room left in the queue (and, with a `deadline`, the room the expected
+   * wait leaves before it).
    */
-  capacity(lane: Lane): number {
+  capacity(lane: Lane, deadline?: number): number {
     const startable =
       this.heap.length === 0
-        ? Math.max(0, Math.min(this.concurrency - this.running, this.perRequest - lane.running))
+        ? Math.max(0, Math.min(this.limit - this.running, this.perRequest - lane.running))
         : 0;
-    return startable + Math.max(0, this.maxQueue - this.queued);
+    let room = Math.max(0, this.maxQueue - this.queued);
+    if (this.admission !== null && deadline !== undefined) {
+      room = Math.min(room, this.admission.room(this.queued, deadline - this.now(), this.limit));
+    }
+    return startable + room;
   }
 
   /** `(3/256 running, 0/1024 queued)`: the occupancy an `OverloadedError` reports. */
   occupancy(): string {
-    return `(${this.running}/${this.concurrency} running, ${this.queued}/${this.maxQueue} queued)`;
+    return `(${this.running}/${this.limit} running, ${this.queued}/${this.maxQueue} queued)`;
+  }
+
+  /** Why the last submission was shed, with the numbers, for its `OverloadedError`. */
+  shedDetail(): string {
+    if (this.refusal === 'full') return `no free slot and the queue is full ${this.occupancy()}`;
+    return (
+      `its expected wait for a slot (${Math.round(this.refusedWaitMs)} ms) leaves no time to run in the ` +
+      `${Math.round(this.refusedLeftMs)} ms left ${this.occupancy()}`
+    );
   }
 
   /** Removes a queued job (its task was aborted before it started). */
@@ -156,9 +231,11 @@ export class Scheduler {
   }
 
   /** A job gave its slots back (it settled, or was written off after its grace period). */
-  release(lane: Lane): void {
+  release(lane: Lane, job?: Job): void {
+    const inFlight = this.running;
     this.running--;
     lane.running--;
+    if (this.timed && job?.startedAt !== undefined) this.sample(job.startedAt, inFlight);
     if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
     this.drain();
     this.notifyIfIdle();
@@ -195,18 +272,71 @@ export class Scheduler {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** A slot held since `startedAt` was freed: feeds the drain rate, the service time and the adaptive limit. */
+  private sample(startedAt: number, inFlight: number): void {
+    const now = this.now();
+    const held = now - startedAt; // NaN for a job that lent its slot meanwhile: not a sample of the downstream
+    this.admission?.released(now, held, this.queued > 0);
+    const adaptive = this.adaptive;
+    if (adaptive !== null && held >= 0 && adaptive.sample(now, held, inFlight)) {
+      this.limit = Math.min(this.concurrency, adaptive.limit);
+    }
+  }
+
   private drain(): void {
     if (this.holds > 0) return;
     const heap = this.heap;
-    while (this.running < this.concurrency && heap.length > 0) {
-      const lane = heap[0]!;
-      const job = lane.head!;
+    if (heap.length === 0 || this.running >= this.limit) return;
+    const admission = this.admission;
+    const now = this.timed ? this.now() : 0;
+    while (this.running < this.limit && heap.length > 0) {
+      let lane = heap[0]!;
+      let job = lane.head!;
+      if (admission !== null) {
+        // The oldest waiting task first: dropped if it can no longer finish (then look again).
+        if (job.deadline !== undefined && job.drop && !admission.canFinish(job.deadline - now)) {
+          this.dropJob(lane, job, job.deadline - now);
+          continue;
+        }
+        if (admission.lifo) {
+          lane = this.newest();
+          job = lane.head!;
+        }
+        if (job.submittedAt !== undefined) admission.dequeued(now, now - job.submittedAt);
+      }
       this.unlink(lane, job);
       this.running++;
       lane.running++;
-      if (lane.waiting === 0 || lane.running >= this.perRequest) this.remove(0);
+      if (lane.waiting === 0 || lane.running >= this.perRequest) this.remove(lane.heapIndex);
+      if (this.timed) job.startedAt = now;
       job.start();
     }
+  }
+
+  /** Drops a queued job that can no longer finish; what its end settles must not re-enter the drain. */
+  private dropJob(lane: Lane, job: Job, leftMs: number): void {
+    const detail =
+      `${leftMs > 0 ? `only ${Math.round(leftMs)} ms` : 'no time'} left when its turn came, ` +
+      `about ${Math.round(this.admission!.service.value)} ms of work ${this.occupancy()}`;
+    this.holds++;
+    try {
+      job.drop!(detail);
+    } finally {
+      this.holds--;
+    }
+    if (job.queued) this.cancel(lane, job);
+  }
+
+  /** The eligible lane that arrived last, for LIFO: a leaf of the min-heap, found in O(lanes / 2). */
+  private newest(): Lane {
+    const heap = this.heap;
+    const n = heap.length;
+    let best = heap[n - 1]!;
+    for (let i = n >> 1; i < n - 1; i++) {
+      const lane = heap[i]!;
+      if (before(best, lane)) best = lane;
+    }
+    return best;
   }
 
   private unlink(lane: Lane, job: Job): void {
@@ -218,7 +348,7 @@ export class Scheduler {
     job.nextJob = job.prevJob = null;
     job.queued = false;
     lane.waiting--;
-    this.queued--;
+    if (--this.queued === 0) this.admission?.emptied();
   }
 
   private notifyIfIdle(): void {
