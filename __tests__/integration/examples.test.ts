@@ -1,0 +1,133 @@
+// The README's examples run as written: each is a file under examples/ that CI type-checks, and the README's
+// code blocks are those files (scripts/check-examples.mjs). The quick start runs here against the demo's own
+// slow API, started in this process. Timing checks are generous windows: the machine is small and shared.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import supertest from 'supertest';
+import { createSlowApiServer } from '../../demo-server/slow-api';
+import { createHash } from 'node:crypto';
+import { app as errorsApp } from '../../examples/errors';
+import { createApp } from '../../examples/quick-start';
+import { app as runApp } from '../../examples/run';
+import { app as settleApp } from '../../examples/settle';
+import * as workerThreads from '../../examples/worker-threads/app';
+
+describe('the quick start example', () => {
+  let api: http.Server;
+  let apiUrl: string;
+  let quickStart: ReturnType<typeof createApp>;
+
+  beforeAll(async () => {
+    api = createSlowApiServer();
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    quickStart = createApp(apiUrl);
+    await fetch(`${apiUrl}/?ms=0`); // the first fetch of the process pays for loading the HTTP client
+  });
+  afterAll(async () => {
+    await quickStart.fo.close();
+    api.closeAllConnections();
+    await new Promise((resolve) => api.close(resolve));
+  });
+
+  const timed = async (path: string) => {
+    const started = performance.now();
+    const res = await supertest(quickStart.app).get(path);
+    return { res, ms: performance.now() - started };
+  };
+
+  it('answers /profile with the merged JSON after its slowest step (300 ms), inside the 500 ms budget', async () => {
+    const { res, ms } = await timed('/profile');
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      name: 'express-fanout',
+      orders: { service: 'slow-api', delayMs: 100, budgetHeader: expect.stringMatching(/^\d+$/) },
+      recommendations: { service: 'slow-api', delayMs: 300, budgetHeader: expect.stringMatching(/^\d+$/) },
+    });
+    // The remaining budget travelled with the calls: never more than the 500 ms budget.
+    expect(Number(res.body.orders.budgetHeader)).toBeLessThanOrEqual(500);
+    expect(Number(res.body.orders.budgetHeader)).toBeGreaterThan(0);
+    expect(ms).toBeGreaterThanOrEqual(295);
+    expect(ms).toBeLessThan(495); // at 500 ms the recommendations would have been cut to their fallback
+  });
+
+  it('answers /profile at the 500 ms budget with the fallback when the recommendations are too slow', async () => {
+    const { res, ms } = await timed('/profile?recoMs=3000');
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      name: 'express-fanout',
+      orders: { service: 'slow-api', delayMs: 100, budgetHeader: expect.stringMatching(/^\d+$/) },
+      recommendations: [],
+    });
+    expect(ms).toBeGreaterThanOrEqual(495);
+    expect(ms).toBeLessThan(1000);
+  });
+
+  it('answers / through gather(), with the fallback of the task over its 100 ms timeout', async () => {
+    const { res, ms } = await timed('/');
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      user: { service: 'slow-api', delayMs: 50, budgetHeader: expect.stringMatching(/^\d+$/) },
+      news: null,
+    });
+    expect(ms).toBeGreaterThanOrEqual(95);
+    expect(ms).toBeLessThan(400); // news alone would take 400 ms
+  });
+});
+
+describe('the other examples', () => {
+  afterAll(() => workerThreads.fo.close());
+
+  it('settle: answers with what made it and the status of what did not, at the 300 ms budget', async () => {
+    const started = performance.now();
+    const res = await supertest(settleApp).get('/dashboard');
+    const ms = performance.now() - started;
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      weather: { celsius: 21 },
+      news: 'rejected',
+      stocks: 'timeout',
+      ms: { weather: expect.any(Number), news: expect.any(Number), stocks: expect.any(Number) },
+    });
+    expect(ms).toBeGreaterThanOrEqual(295);
+    expect(ms).toBeLessThan(800); // stocks alone would take 1000 ms
+  });
+
+  it('run: runs dependent steps one after another under the budget, and answers 404 for no user', async () => {
+    const res = await supertest(runApp).get('/users/1/team');
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ team: 'engines', members: ['Ada', 'Grace'], leftMs: expect.any(Number) });
+    expect(res.body.leftMs).toBeGreaterThan(0);
+    expect(res.body.leftMs).toBeLessThan(400 - 50); // two steps of 30 ms were spent
+    expect((await supertest(runApp).get('/users/2/team')).status).toBe(404);
+  });
+
+  it('errors: the error handler answers 502 without the cause, and 504 with the budget', async () => {
+    const log = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const down = await supertest(errorsApp).get('/down');
+      expect(down.status).toBe(502);
+      expect(down.body).toEqual({ error: 'unavailable', tasks: ['db'] });
+      expect(down.text).not.toContain('10.0.0.5');
+      expect(log).toHaveBeenCalledWith('/down', expect.stringContaining('`db`'), expect.any(Error));
+      const slow = await supertest(errorsApp).get('/slow');
+      expect(slow.status).toBe(504);
+      expect(slow.headers['x-budget-ms']).toBe('200');
+      expect(slow.body).toEqual({ error: 'unavailable', tasks: ['db'] });
+    } finally {
+      log.mockRestore();
+    }
+  });
+
+  it('worker threads: runs worker.js on the pool, alone and inside a fan-out with a transferred buffer', async () => {
+    const fib = await supertest(workerThreads.app).get('/fib');
+    expect(fib.status).toBe(200);
+    expect(fib.body).toEqual({ value: 75025 });
+    const both = await supertest(workerThreads.app).get('/');
+    expect(both.status).toBe(200);
+    expect(both.body).toEqual({
+      bytes: expect.any(Number),
+      digest: createHash('sha256').update('hello').digest('hex'),
+    });
+  });
+});
