@@ -12,6 +12,8 @@ export {
 } from './errors';
 export type {
   FanoutOptions,
+  AdaptiveConcurrency,
+  AdmissionOptions,
   WorkerOptions,
   FanoutMiddleware,
   Fanout,

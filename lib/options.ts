@@ -1,3 +1,5 @@
+import { resolveConcurrency, type AdaptiveLimitSettings } from './adaptive-limit';
+import { resolveAdmission, type AdmissionSettings } from './admission';
 import type { FanoutOptions, TaskEvent } from './types';
 import { resolveWorkerOptions, type ResolvedWorkerOptions } from './workers/options';
 
@@ -7,9 +9,14 @@ export interface ResolvedOptions {
   maxBudgetMs: number;
   /** Lower-cased header name, or `false`. */
   budgetHeader: string | false;
+  /** The process-wide cap: the fixed limit, or the adaptive limit's `max`. */
   concurrency: number;
+  /** The adaptive limit's settings, or `false` for a fixed `concurrency`. */
+  adaptive: AdaptiveLimitSettings | false;
   perRequest: number;
   maxQueue: number;
+  /** Expected-wait admission and CoDel, or `false` (only `maxQueue` bounds the queue). */
+  admission: AdmissionSettings | false;
   graceMs: number;
   serverTiming: boolean;
   workers: ResolvedWorkerOptions | false;
@@ -26,6 +33,7 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'concurrency',
   'perRequest',
   'maxQueue',
+  'admission',
   'graceMs',
   'serverTiming',
   'workers',
@@ -129,8 +137,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     }
   }
 
-  const concurrency =
-    o.concurrency === undefined ? 256 : integer('concurrency', o.concurrency, 1, Number.MAX_SAFE_INTEGER);
+  const { concurrency, adaptive } = resolveConcurrency(o.concurrency, 'adaptive');
+  const admission = resolveAdmission(o.admission);
   const perRequest =
     o.perRequest === undefined ? 16 : integer('perRequest', o.perRequest, 1, Number.MAX_SAFE_INTEGER);
   const maxQueue =
@@ -154,8 +162,10 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     maxBudgetMs,
     budgetHeader,
     concurrency,
+    adaptive,
     perRequest,
     maxQueue,
+    admission,
     graceMs,
     serverTiming,
     workers: resolveWorkerOptions(o.workers),

@@ -1,5 +1,8 @@
 import createDebug from 'debug';
 import type { ResolvedOptions } from './options';
+import { performance } from 'node:perf_hooks';
+import { AdaptiveLimit } from './adaptive-limit';
+import { Admission } from './admission';
 import { Scheduler } from './scheduler';
 import type { TaskRun } from './task';
 import type { FanoutStats, TaskEvent } from './types';
@@ -20,7 +23,11 @@ export class Runtime {
   private readonly counters = { completed: 0, failed: 0, timedOut: 0, aborted: 0, shed: 0, abandoned: 0 };
 
   constructor(readonly options: ResolvedOptions) {
-    this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue);
+    const { adaptive, admission } = options;
+    this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue, {
+      ...(admission ? { admission: new Admission(admission) } : {}),
+      ...(adaptive ? { adaptive: new AdaptiveLimit(adaptive, performance.now()) } : {}),
+    });
   }
 
   /** The worker pool, created on first use. */
@@ -82,6 +89,7 @@ export class Runtime {
     return {
       running: this.scheduler.running,
       queued: this.scheduler.queued,
+      limit: this.scheduler.limit,
       ...this.counters,
       workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
     };

@@ -34,6 +34,8 @@ export class TaskRun implements Job {
   /** Submission (dependencies resolved) and settlement, in `performance.now()` ms. */
   submittedAt: number;
   settledAt = 0;
+  /** When it got its slot (set by the scheduler, which samples the time it held it); `NaN` once lent. */
+  startedAt = 0;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
   deadline: number;
 
@@ -86,7 +88,7 @@ export class TaskRun implements Job {
     const scheduler = runtime.scheduler;
     if (scheduler.submit(scope.lane, this) === 'shed') {
       this.state = 'waiting';
-      const detail = `no free slot and the queue is full ${scheduler.occupancy()}`;
+      const detail = scheduler.shedDetail();
       this.settle(
         'shed',
         quietly(() => new OverloadedError([this.name], detail)),
@@ -129,6 +131,8 @@ export class TaskRun implements Job {
     // aborts before the freed slot could start one of them.
     scheduler.hold();
     try {
+      // Only a fulfilled task's time is a latency sample: a fast failure would read as a fast downstream.
+      if (status !== 'fulfilled') this.startedAt = Number.NaN;
       this.releaseSlot();
       if (this.state !== 'settled') this.settle(status, valueOrError);
     } finally {
@@ -153,10 +157,22 @@ export class TaskRun implements Job {
       this.error = valueOrError;
       if (previous === 'queued') scope.runtime.scheduler.cancel(scope.lane, this);
       this.controller?.abort(valueOrError);
-      if (this.holdsSlot) this.startGrace();
+      if (this.holdsSlot) {
+        // Aborted by us while running: the time it keeps the slot says nothing about the downstream's latency.
+        this.startedAt = Number.NaN;
+        this.startGrace();
+      }
     }
     scope.runtime.count(this);
     this.call.onTaskSettled(this);
+  }
+
+  /** The scheduler drops this queued task: its turn came too late for it to finish (503, not a late 504). */
+  drop(detail: string): void {
+    this.settle(
+      'shed',
+      quietly(() => new OverloadedError([this.name], detail)),
+    );
   }
 
   timeoutError(): BudgetExceededError {
@@ -221,6 +237,7 @@ export class TaskRun implements Job {
     if (!this.holdsSlot || this.state === 'settled') return;
     this.holdsSlot = false;
     this.lentSlot = true;
+    this.startedAt = Number.NaN;
     const scope = this.call.scope;
     scope.runtime.scheduler.lend(scope.lane);
   }
@@ -273,7 +290,7 @@ export class TaskRun implements Job {
       this.graceTimer = null;
     }
     const scope = this.call.scope;
-    scope.runtime.scheduler.release(scope.lane);
+    scope.runtime.scheduler.release(scope.lane, this);
   }
 
   private startGrace(): void {

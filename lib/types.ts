@@ -44,10 +44,14 @@ export interface FanoutOptions {
    */
   budgetHeader?: string | false;
   /**
-   * Process-wide cap on tasks running at once, all requests together. Integer >= 1.
-   * @default 256
+   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed), `'adaptive'`,
+   * or `{ adaptive: { min, max, … } }`. Adaptive, the limit is found from the tasks' latency (a gradient
+   * controller, as Netflix's Gradient2 and Envoy's): it grows while latency stays at its no-load level and
+   * shrinks when the downstream starts queueing (latency grows with every call over its capacity), so the
+   * queue stays here, where the budget can shed it, not inside the downstream. `stats().limit` shows it.
+   * @default 'adaptive' (min 4, max 1024, starting at 32)
    */
-  concurrency?: number;
+  concurrency?: number | 'adaptive' | { adaptive: AdaptiveConcurrency | true };
   /**
    * Cap on one request's tasks running at once. Integer >= 1.
    * @default 16
@@ -59,6 +63,16 @@ export interface FanoutOptions {
    * @default 1024
    */
   maxQueue?: number;
+  /**
+   * Deadline-aware admission: a task whose expected wait (tasks queued ahead / the measured drain rate) plus
+   * its expected run time exceeds its remaining budget is shed at once (503) instead of queued to time out
+   * (504); a queued task whose turn comes too late to finish is dropped (503), not started. Under a sustained
+   * overload (CoDel: every task waited over `targetMs` for `intervalMs`) the wait admitted is capped at
+   * `intervalMs` and, with `lifo`, the newest requests are served first; both end when the queue drains.
+   * `false`: only `maxQueue` bounds the queue.
+   * @default { targetMs: 5, intervalMs: 100, lifo: false }
+   */
+  admission?: AdmissionOptions | false;
   /**
    * How long an aborted task that ignores its signal keeps its slot before it is written off
    * (`stats().abandoned`) and the slot is freed. Integer >= 0.
@@ -80,6 +94,36 @@ export interface FanoutOptions {
    * throw; an exception it throws is swallowed.
    */
   onTask?: (event: TaskEvent) => void;
+}
+
+/** `concurrency: { adaptive: { … } }`: bounds and tuning of the adaptive limit. */
+export interface AdaptiveConcurrency {
+  /** Lowest limit. Integer >= 1. @default 4 */
+  min?: number;
+  /** Highest limit. Integer >= min. @default 1024 */
+  max?: number;
+  /** Limit before any latency was measured. Integer in [min, max]. @default 32 */
+  initial?: number;
+  /** Latency over the no-load level tolerated before the limit shrinks, as a ratio, 1 to 10. @default 1.1 */
+  tolerance?: number;
+  /** Absolute latency tolerated on top of it, ms (timer and event-loop jitter). Integer >= 0. @default 5 */
+  slackMs?: number;
+  /** Shortest window between two adjustments, ms (also at least twice the no-load latency). @default 50 */
+  windowMs?: number;
+  /** Fewest latency samples in a window. Integer >= 1. @default 10 */
+  minSamples?: number;
+  /** The no-load latency is the lowest of the last two epochs of this length, ms. @default 60000 */
+  relearnMs?: number;
+}
+
+/** The `admission` option. */
+export interface AdmissionOptions {
+  /** CoDel's target queue sojourn, ms. Integer >= 1. @default 5 */
+  targetMs?: number;
+  /** CoDel's interval, ms; also the longest wait admitted during a sustained overload. @default 100 */
+  intervalMs?: number;
+  /** Serve the newest requests first during a sustained overload (adaptive LIFO). @default false */
+  lifo?: boolean;
 }
 
 /** The `workers` option. */
@@ -265,6 +309,8 @@ export interface FanoutStats {
   running: number;
   /** Tasks waiting for a slot. */
   queued: number;
+  /** The process-wide limit now: `concurrency`, or the one the adaptive limit found. */
+  limit: number;
   /** Counters since the middleware was created. */
   completed: number;
   failed: number;

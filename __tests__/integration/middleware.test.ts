@@ -7,6 +7,7 @@ import { report, route, timed, useHarness } from './helpers/harness';
 const zeroStats: FanoutStats = {
   running: 0,
   queued: 0,
+  limit: 32,
   completed: 0,
   failed: 0,
   timedOut: 0,
