@@ -10,6 +10,7 @@ import { say, secondsSinceStart } from './harness/progress';
 import { benchDir, findPython, killServers, rootDir } from './harness/server-process';
 import { allTargets, renderMarkdown, renderText, type Report, verdict } from './report/markdown';
 import { renderSvg } from './report/svg';
+import { renderTraceSvg } from './report/trace-svg';
 import { blockingScenario } from './scenarios/blocking';
 import { mixedScenario } from './scenarios/mixed';
 import { heavyTailScenario } from './scenarios/heavy-tail';
@@ -140,6 +141,9 @@ async function main(): Promise<number> {
   );
   writeFileSync(join(dir, `${name}.md`), renderMarkdown(report, `${name}.svg`));
   writeFileSync(join(dir, `${name}.svg`), renderSvg(m, scenarios, args.quick));
+  for (const s of scenarios) {
+    if (s.traces) writeFileSync(join(dir, `${name}-${s.id}-trace.svg`), renderTraceSvg(s.traces));
+  }
 
   const targets = allTargets(report);
   const failing = targets.filter((t) => t.holds === false);

@@ -17,7 +17,11 @@ export interface ServerNumbers {
    * (excludes the network and the load generator's own delays, which the client-side numbers include).
    */
   latency: Record<string, { count: number; p50: number; p99: number; max: number }>;
+  /** Values the scenario samples every {@link SERIES_INTERVAL_MS} since the last reset (an adaptive limit …). */
+  series?: Record<string, number[]>;
 }
+
+export const SERIES_INTERVAL_MS = 100;
 
 export type ParentMessage =
   { type: 'numbers'; id: number } | { type: 'reset'; id: number } | { type: 'stop' };

@@ -71,8 +71,30 @@ async function stopChild(child: ChildProcess, polite: () => void): Promise<void>
   await waitForExit(child, STOP_TIMEOUT_MS);
 }
 
-/** Forks `bench/servers/<file>.ts --variant <variant>` under tsx and waits until it listens. */
-export async function startNodeServer(file: string, variant: string): Promise<ServerHandle> {
+/**
+ * Pins a process (every thread of it: `taskset -a`) to `cpus` (e.g. `'0'`); returns false when `taskset` is
+ * missing or refuses (the run then goes on unpinned, and says so).
+ */
+export function pin(pid: number, cpus: string): boolean {
+  try {
+    execFileSync('taskset', ['-a', '-pc', cpus, String(pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The CPUs `pid` may run on now, as `taskset -pc` lists them (to restore them later). */
+export function affinity(pid: number): string | undefined {
+  try {
+    return /: (.+)$/.exec(execFileSync('taskset', ['-pc', String(pid)], { encoding: 'utf8' }).trim())?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Forks `bench/servers/<file>.ts --variant <variant>` under tsx and waits until it listens (on `cpus` if given). */
+export async function startNodeServer(file: string, variant: string, cpus?: string): Promise<ServerHandle> {
   const script = join(benchDir, 'servers', `${file}.ts`);
   const child = fork(script, ['--variant', variant], {
     cwd: rootDir,
@@ -83,6 +105,7 @@ export async function startNodeServer(file: string, variant: string): Promise<Se
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   track(child);
+  if (cpus !== undefined && child.pid !== undefined) pin(child.pid, cpus);
   const stderr = tail();
   child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
   child.stdout?.on('data', (chunk: Buffer) => stderr.push(chunk));

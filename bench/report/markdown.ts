@@ -135,6 +135,7 @@ export function renderMarkdown(report: Report, chartFile: string): string {
       );
     }
     for (const note of s.notes) out.push('', note);
+    if (s.traces) out.push('', `![${s.traces.title}](${chartFile.replace(/\.svg$/, '')}-${s.id}-trace.svg)`);
   });
   out.push('', '## Columns', COLUMNS.trimEnd(), '');
   out.push(`![latency per scenario and variant](${chartFile})`, '');

@@ -59,5 +59,22 @@ export interface ScenarioResult {
   tables: Table[];
   targets: Target[];
   chart: { title: string; rows: ChartRow[]; reference?: { value: number; label: string } };
+  /** Values over time (the adaptive limit …), drawn as a line chart of their own. */
+  traces?: TraceChart;
   notes: string[];
+}
+
+export interface TraceLine {
+  label: string;
+  /** One value per `stepS`, from 0. */
+  values: number[];
+  /** Dashed: a reference (the downstream's capacity) rather than a measurement. */
+  dashed?: boolean;
+}
+
+export interface TraceChart {
+  title: string;
+  stepS: number;
+  yLabel: string;
+  lines: TraceLine[];
 }

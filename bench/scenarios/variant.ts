@@ -12,13 +12,14 @@ import { fmt } from './format';
 import type { Environment, VariantRun } from './types';
 
 export interface Start {
-  node?: { file: string; variant: string };
+  /** `cpus`: pin the server there (`taskset -a -pc`), e.g. `'0'`. */
+  node?: { file: string; variant: string; cpus?: string };
   python?: PythonPeer;
 }
 
 function start(how: Start): Promise<ServerHandle> {
   if (how.python) return startPythonServer(how.python);
-  return startNodeServer(how.node!.file, how.node!.variant);
+  return startNodeServer(how.node!.file, how.node!.variant, how.node!.cpus);
 }
 
 function progress(label: string, expectS?: number): LoadOptions['onTick'] {

@@ -9,7 +9,12 @@ import {
   performance,
   type RecordableHistogram,
 } from 'node:perf_hooks';
-import type { ChildMessage, ParentMessage, ServerNumbers } from '../harness/protocol';
+import {
+  SERIES_INTERVAL_MS,
+  type ChildMessage,
+  type ParentMessage,
+  type ServerNumbers,
+} from '../harness/protocol';
 import { packagePath } from './package';
 
 const counters: Record<string, number> = {};
@@ -23,6 +28,18 @@ export function count(name: string, n = 1): void {
 export function peak(name: string, value: number): void {
   if (value > (counters[name] ?? 0)) counters[name] = value;
 }
+
+const sampled = new Map<string, { read: () => number; values: number[] }>();
+
+/** Samples `read()` every 100 ms; the parent gets the values since the last reset with the server's numbers. */
+export function track(name: string, read: () => number): void {
+  sampled.set(name, { read, values: [] });
+}
+
+const seriesTimer = setInterval(() => {
+  for (const s of sampled.values()) s.values.push(s.read());
+}, SERIES_INTERVAL_MS);
+seriesTimer.unref();
 
 /** The `--variant` argument, checked against the variants the scenario file serves. */
 export function variantArg<V extends string>(known: readonly V[]): V {
@@ -98,6 +115,9 @@ export function serve(setup: (app: Express) => void | Promise<void>, onStop?: ()
           { count: h.count, p50: h.percentile(50) / 1000, p99: h.percentile(99) / 1000, max: h.max / 1000 },
         ]),
       ),
+      ...(sampled.size
+        ? { series: Object.fromEntries([...sampled].map(([name, s]) => [name, [...s.values]])) }
+        : {}),
     };
   };
 
@@ -133,6 +153,7 @@ export function serve(setup: (app: Express) => void | Promise<void>, onStop?: ()
           wallAt = performance.now();
           for (const key of Object.keys(counters)) delete counters[key];
           latency.clear();
+          for (const s of sampled.values()) s.values.length = 0;
           break;
         case 'numbers':
           send({ type: 'numbers', id: raw.id, numbers: numbers() });

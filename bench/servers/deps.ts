@@ -37,9 +37,20 @@ export class Downstream {
   private readonly waiting = new Set<() => void>();
 
   constructor(
-    readonly capacity: number,
+    public capacity: number,
     readonly ms: number,
   ) {}
+
+  /** Changes the capacity (the overload scenario's step change); calls beyond it finish, none starts meanwhile. */
+  resize(capacity: number): void {
+    this.capacity = capacity;
+    while (this.running < this.capacity && this.waiting.size > 0) this.grantNext();
+  }
+
+  /** Calls waiting for a connection. */
+  get queued(): number {
+    return this.waiting.size;
+  }
 
   async call(signal?: AbortSignal): Promise<number> {
     await this.acquire(signal);
@@ -74,6 +85,10 @@ export class Downstream {
 
   private release(): void {
     this.running--;
+    if (this.running < this.capacity) this.grantNext();
+  }
+
+  private grantNext(): void {
     const next = this.waiting.values().next();
     if (!next.done) {
       this.waiting.delete(next.value);

@@ -28,3 +28,23 @@ export const blocking = {
   /** Iterations of `burn()`: about 20 ms of one core on the machine this was written on. */
   iterations: 10_000_000,
 };
+
+/** The overload scenario's variants: `unbounded` is a hand-written Promise.all, the others the package. */
+export const OVERLOAD_VARIANTS = [
+  'unbounded',
+  'defaults',
+  'fixed-256',
+  'tuned-32-1024',
+  'tuned-32-64',
+  'lifo',
+] as const;
+export type OverloadVariant = (typeof OVERLOAD_VARIANTS)[number];
+
+/** Each package variant's options besides the budget (the package's defaults fill in the rest). */
+export const OVERLOAD_OPTIONS: Record<Exclude<OverloadVariant, 'unbounded'>, Record<string, unknown>> = {
+  defaults: {},
+  'fixed-256': { concurrency: 256 },
+  'tuned-32-1024': { concurrency: overload.capacity, maxQueue: 1024 },
+  'tuned-32-64': { concurrency: overload.capacity, maxQueue: overload.maxQueue },
+  lifo: { admission: { lifo: true } },
+};
