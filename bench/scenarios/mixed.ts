@@ -1,5 +1,6 @@
 // Scenario 6, mixed: does a CPU backlog on the worker pool slow an IO route of the same server? The IO route is
 // measured alone, then next to a CPU route that gets more work than the pool's thread can do.
+import { spawn } from 'node:child_process';
 import { runLoad } from '../harness/load';
 import { say } from '../harness/progress';
 import { mixed } from '../servers/mixed-params';
@@ -16,6 +17,12 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
   const runs: VariantRun[] = [
     { id: 'alone', label: 'IO route alone', kind: 'package', config },
     { id: 'backlog', label: 'IO route next to a CPU backlog', kind: 'package', config },
+    {
+      id: 'burner',
+      label: 'IO route next to a process burning one core (control)',
+      kind: 'package',
+      config: 'the IO route alone, while another process spins on one core: what a busy core costs by itself',
+    },
   ];
   for (const run of runs) {
     if (skipPackage(run, env)) continue;
@@ -37,6 +44,9 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
         return;
       }
       await server.numbers(true);
+      // The control: one core taken by another process, as the pool's thread takes one in the backlog run.
+      const burner =
+        run.id === 'burner' ? spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }) : undefined;
       const io = load(server, `${run.label}: /io`, {
         path: '/io',
         connections: mixed.ioConnections,
@@ -52,8 +62,12 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
               durationS: plan.mixedDurationS,
             })
           : undefined;
-      run.load = await io;
-      if (cpu) run.loads = { cpu: await cpu };
+      try {
+        run.load = await io;
+        if (cpu) run.loads = { cpu: await cpu };
+      } finally {
+        burner?.kill('SIGKILL');
+      }
       run.server = await server.numbers();
       const c = run.loads?.cpu;
       say(
@@ -62,7 +76,7 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
       );
     });
   }
-  const [alone, backlog] = runs as [VariantRun, VariantRun];
+  const [alone, backlog, burner] = runs as [VariantRun, VariantRun, VariantRun];
   const aloneP99 = alone.load?.latency.p99;
   const aloneRps = alone.load?.okRps;
   const targets: Target[] = [
@@ -83,6 +97,15 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
       (v) => `${fmt.rps(v)} (${fmt.ratio(v / aloneRps!)} alone)`,
     ),
   ];
+  const notes: string[] = [];
+  const burnerP99 = burner.load?.latency.p99;
+  if (aloneP99 && burnerP99 && backlog.load) {
+    notes.push(
+      `A core taken by another process alone moves /io p99 from ${fmt.ms(aloneP99)} to ${fmt.ms(burnerP99)} ms ` +
+        `(${fmt.ratio(burnerP99 / aloneP99)}); next to the CPU backlog it is ${fmt.ms(backlog.load.latency.p99)} ms ` +
+        `(${fmt.ratio(backlog.load.latency.p99 / burnerP99)} the control): what is left above the control is the pool's.`,
+    );
+  }
   return {
     id: 'mixed',
     title: 'Mixed IO and CPU',
@@ -91,7 +114,8 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
       `${mixed.ioConnections} connections for ${plan.mixedDurationS} s, alone, then while \`/cpu\` (fib(${mixed.fibN}) ` +
       `on the pool, about 10 ms of one core) is hit by ${mixed.cpuConnections} connections as fast as they can: ` +
       `more CPU work than the pool's ${mixed.maxWorkers} thread can do and more requests than the ${mixed.concurrency} ` +
-      `IO slots, so the CPU calls queue for the thread. One thread leaves the event loop a core of this 2-core machine.`,
+      `IO slots, so the CPU calls queue for the thread. One thread leaves the event loop a core of this 2-core machine. ` +
+      `The control runs the IO route alone next to another process spinning on one core.`,
     variants: runs,
     tables: [
       {
@@ -138,6 +162,6 @@ export async function mixedScenario(plan: Plan, env: Environment): Promise<Scena
           kind: r.kind,
         })),
     },
-    notes: [],
+    notes,
   };
 }
