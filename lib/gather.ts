@@ -12,6 +12,13 @@ export interface GatherOptions<T extends Tasks> {
 }
 
 /**
+ * The tasks whose values `map` receives. Given as a function of the request, the tasks reach `T` only as
+ * `Tasks` (TypeScript infers nothing through `CheckedTasks` from a function's result), and `map` would see
+ * every value as `unknown`; the graph `G`, read from the same object literal, has their types.
+ */
+type MapTasks<T extends Tasks, G> = Tasks extends T ? (G extends Tasks ? G : T) : T;
+
+/**
  * A ready route handler: runs `req.fanout.all(tasks)` and answers with the merged JSON, or passes the
  * error to `next()` (Express 4 and 5 alike). `tasks` may be a function of the request.
  * ```ts
@@ -20,11 +27,11 @@ export interface GatherOptions<T extends Tasks> {
  */
 export function gather<T extends Tasks, G = T>(
   tasks: CheckedTasks<T, G> | ((req: Request) => CheckedTasks<T, G>),
-  options: GatherOptions<T> = {},
+  options: GatherOptions<MapTasks<T, G>> = {},
 ): RequestHandler {
   if (typeof tasks !== 'function') parseTasks(tasks, 'tasks of `gather()`');
   const status = options.status === undefined ? 200 : integer('status', options.status, 200, 299);
-  const map = options.map;
+  const map = options.map as GatherOptions<T>['map'];
   if (map !== undefined && typeof map !== 'function') {
     throw new TypeError(`Expected \`map\` to be a function, got ${describe(map)}`);
   }

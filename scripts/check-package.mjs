@@ -1,19 +1,240 @@
-// Packs the package as npm would publish it, installs the tarball into a scratch project, and loads it the
-// three ways users do: require(), import, and a strict TypeScript compile against the shipped .d.ts.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+// Tries the package as a new user would. Packs it as npm would publish it, installs the tarball into a scratch
+// project from the registry (its dependencies included, the way `npm install express-fanout` gets them), then:
+// - loads it with require() and import, and checks both give the same implementation;
+// - compiles a strict consumer (`strict`, `skipLibCheck: false`, `exactOptionalPropertyTypes`,
+//   `noUncheckedIndexedAccess`) that uses the whole public surface, as CommonJS (`module: node16` and the older
+//   `commonjs` + `node10` resolution) and as an ES module (`"type": "module"`, `module: nodenext`), against the
+//   oldest supported `@types/node` (the newest 20.x) and the newest, each with `@types/express` 4 and 5. With
+//   `skipLibCheck: false` every declaration file the consumer reaches is checked, ours and our imports of
+//   `node:*` types included (`@types/node` 26 dropped `TransferListItem`, which the shipped types once imported);
+//   `// @ts-expect-error` lines prove the typing also refuses what it should;
+// - runs the compiled consumer in both module modes: a request through each helper, a worker call with
+//   `transfer`, the error classes through an error handler.
+// Usage: node scripts/check-package.mjs [--keep] [--quick]: --keep leaves the scratch project for a look,
+// --quick compiles against the newest @types/node and @types/express only.
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const keep = process.argv.includes('--keep');
+const quick = process.argv.includes('--quick');
 const scratch = mkdtempSync(join(tmpdir(), 'express-fanout-pack-'));
+const tsc = join(root, 'node_modules/typescript/bin/tsc');
 const run = (cmd, args, opts = {}) =>
   execFileSync(cmd, args, { cwd: scratch, stdio: 'pipe', encoding: 'utf8', ...opts });
+// Shows what a failed command printed (execFileSync's own message only says it failed).
+const explain = (error) =>
+  [error.message.split('\n')[0], error.stdout, error.stderr].filter(Boolean).join('\n');
+const npmInstall = (specs) =>
+  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs]);
+const installed = (name) =>
+  JSON.parse(readFileSync(join(scratch, 'node_modules', name, 'package.json'), 'utf8')).version;
+
+// The consumer: every public name, each helper, the WorkerMethods augmentation, `transfer`, the error classes.
+// Shared by the CommonJS and the ES module project, so nothing in it depends on the module system.
+const CONSUMER = `import { join } from 'node:path';
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import {
+  BudgetExceededError,
+  ClientClosedError,
+  FanoutError,
+  OverloadedError,
+  SiblingFailedError,
+  TaskFailedError,
+  WorkerCrashedError,
+  WorkerScriptError,
+  fanout,
+  gather,
+  type CallOptions,
+  type FanoutMiddleware,
+  type FanoutOptions,
+  type FanoutStats,
+  type Settled,
+  type TaskContext,
+  type TaskEvent,
+  type TaskTiming,
+  type Transferable,
+  type WorkerResourceLimits,
+} from 'express-fanout';
+
+declare module 'express-fanout' {
+  interface WorkerMethods {
+    fib(n: number): number;
+    sum(data: ArrayBuffer): number;
+  }
+}
+
+export const events: string[] = [];
+const limits: WorkerResourceLimits = { maxOldGenerationSizeMb: 64 };
+const options: FanoutOptions = {
+  budgetMs: 2000,
+  perRequest: 4,
+  serverTiming: true,
+  workers: { script: join(process.cwd(), 'worker.cjs'), maxWorkers: 1, resourceLimits: limits },
+  onTask: (event: TaskEvent) => void events.push(event.name + ':' + event.status),
+};
+export function typo(): string {
+  try {
+    // @ts-expect-error an unknown option: refused by the compiler, and at run time
+    fanout({ budgetMS: 5 });
+    return 'accepted';
+  } catch (error) {
+    return error instanceof TypeError ? error.message : 'not a TypeError';
+  }
+}
+
+export function createApp(): { app: Express; fo: FanoutMiddleware } {
+  const fo = fanout(options);
+  const app = express();
+  app.use(fo);
+
+  app.get('/gather', gather({ a: () => 1, b: { run: async ({ signal }: TaskContext) => (signal.aborted ? '' : 'b'), fallback: null } }));
+  app.get('/mapped', gather((req) => ({ path: () => req.path }), { status: 201, map: (v) => ({ length: v.path.length }) }));
+
+  app.get('/all', async (req, res, next) => {
+    try {
+      const call: CallOptions = { budgetMs: 1000 };
+      const { a, b, c } = await req.fanout.all(
+        {
+          a: async () => 42,
+          b: { run: ({ results }) => 'after ' + String(results['a']), after: ['a'], timeoutMs: 500 },
+          c: { run: async (): Promise<number> => { throw new Error('down'); }, fallback: 'none' },
+        },
+        call,
+      );
+      const n: number = a;
+      const s: string = b;
+      const u: number | string = c;
+      // @ts-expect-error c may be the fallback string
+      const wrong: number = c;
+      res.json({ n, s, u, wrong, inBudget: req.fanout.remainingMs() > 0 && req.fanout.deadline > Date.now() });
+    } catch (error) {
+      next(error);
+    }
+  });
+
+  app.get('/settle', async (req, res) => {
+    const out = await req.fanout.settle({ x: () => 'x', y: { run: (): number => { throw new Error('no'); }, fallback: 0 } });
+    const x: Settled<string> = out.x;
+    const y: number | undefined = out.y.value;
+    const timings: TaskTiming[] = req.fanout.timings();
+    res.json({ x: x.status, xv: x.value, y: out.y.status, yv: y, timings: timings.map((t) => t.name + ':' + t.status) });
+  });
+
+  app.get('/run', async (req, res) => {
+    const left: number = await req.fanout.run(({ remainingMs }) => remainingMs(), 'left');
+    res.json({ positive: left > 0, aborted: req.fanout.signal.aborted });
+  });
+
+  app.get('/worker', async (req, res) => {
+    const f: number = await req.fanout.worker('fib', [20], { timeoutMs: 1500 });
+    const data = new Uint8Array([1, 2, 3, 4]);
+    const transfer: Transferable[] = [data.buffer];
+    const total: number = await req.fanout.worker('sum', [data.buffer], { transfer });
+    const { g } = await req.fanout.all({ g: ({ worker }) => worker('fib', [10]) });
+    const typed: number = g;
+    if (req.query['never'] !== undefined) {
+      // @ts-expect-error fib takes a number
+      await req.fanout.worker('fib', ['20']);
+      // @ts-expect-error no such method
+      await req.fanout.worker('fob', [20]);
+    }
+    res.json({ f, total, moved: data.byteLength === 0, typed });
+  });
+
+  app.get('/fail', (req, _res, next) => {
+    req.fanout.all({ down: () => Promise.reject(new Error('secret')) }).catch(next);
+  });
+
+  const onError: ErrorRequestHandler = (err, _req, res, next) => {
+    if (!(err instanceof FanoutError)) return next(err);
+    const classes = [BudgetExceededError, WorkerCrashedError, TaskFailedError, OverloadedError, ClientClosedError, SiblingFailedError, WorkerScriptError];
+    const kind = classes.find((c) => err instanceof c)?.name ?? 'FanoutError';
+    const retryAfter = err instanceof OverloadedError ? err.retryAfter : undefined;
+    const why = err instanceof BudgetExceededError ? err.kind : undefined;
+    res.status(err.status).json({ kind, status: err.statusCode, expose: err.expose, tasks: err.tasks, retryAfter, why });
+  };
+  app.use(onError);
+  return { app, fo };
+}
+
+export async function main(): Promise<void> {
+  const { app, fo } = createApp();
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const address = server.address();
+  const base = 'http://127.0.0.1:' + (typeof address === 'object' && address ? address.port : 0);
+  const answers: Record<string, unknown> = {};
+  for (const path of ['/gather', '/mapped', '/all', '/settle', '/run', '/worker', '/fail']) {
+    const res = await fetch(base + path);
+    answers[path] = { status: res.status, body: await res.json() };
+  }
+  const stats: FanoutStats = fo.stats();
+  await new Promise((resolve) => server.close(resolve));
+  await fo.close();
+  const settled = stats.completed + stats.failed;
+  console.log(JSON.stringify({ answers, settled, events: events.length, typo: typo() }));
+}
+`;
+
+// The compiled consumer must answer exactly this, from either module system.
+const EXPECTED = {
+  answers: {
+    '/gather': { status: 200, body: { a: 1, b: 'b' } },
+    '/mapped': { status: 201, body: { length: 7 } },
+    '/all': { status: 200, body: { n: 42, s: 'after 42', u: 'none', wrong: 'none', inBudget: true } },
+    '/settle': {
+      status: 200,
+      body: { x: 'fulfilled', xv: 'x', y: 'rejected', yv: 0, timings: ['x:fulfilled', 'y:rejected'] },
+    },
+    '/run': { status: 200, body: { positive: true, aborted: false } },
+    '/worker': { status: 200, body: { f: 6765, total: 10, moved: true, typed: 55 } },
+    '/fail': { status: 502, body: { kind: 'TaskFailedError', status: 502, expose: false, tasks: ['down'] } },
+  },
+  settled: 13,
+  events: 13,
+  typo: 'Unknown option `budgetMS`. Did you mean `budgetMs`?',
+};
+
+const WORKER = `const workerpool = require('workerpool');
+const fib = (n) => (n < 2 ? n : fib(n - 1) + fib(n - 2));
+workerpool.worker({ fib, sum: (buffer) => new Uint8Array(buffer).reduce((a, b) => a + b, 0) });
+`;
+
+// What a strict user's tsconfig.json holds; `skipLibCheck: false` is the point.
+const STRICT = {
+  target: 'ES2022',
+  lib: ['ES2022'],
+  strict: true,
+  skipLibCheck: false,
+  exactOptionalPropertyTypes: true,
+  noUncheckedIndexedAccess: true,
+  noImplicitOverride: true,
+  isolatedModules: true,
+  forceConsistentCasingInFileNames: true,
+};
+const PROJECTS = [
+  { dir: 'cjs', type: 'commonjs', module: 'node16', moduleResolution: 'node16', emit: true },
+  { dir: 'esm', type: 'module', module: 'nodenext', moduleResolution: 'nodenext', emit: true },
+  // The `main`/`types` fields, as TypeScript before `exports` support (and many tsconfigs today) read them.
+  {
+    dir: 'cjs-node10',
+    type: 'commonjs',
+    module: 'commonjs',
+    moduleResolution: 'node10',
+    esModuleInterop: true,
+    emit: false,
+  },
+];
+
 try {
   const packed = JSON.parse(run('npm', ['pack', root, '--json', '--pack-destination', scratch]))[0];
   const files = packed.files.map((f) => f.path);
-  const stray = files.filter((f) => /^(__tests__|lib|bench|demo-server|scripts)\//.test(f));
+  const stray = files.filter((f) => /^(__tests__|lib|bench|demo-server|scripts|examples)\//.test(f));
   if (stray.length) throw new Error(`the tarball ships files it should not: ${stray.join(', ')}`);
   for (const needed of [
     'dist/cjs/index.js',
@@ -23,15 +244,12 @@ try {
   ]) {
     if (!files.includes(needed)) throw new Error(`the tarball lacks ${needed}`);
   }
-  const modules = join(scratch, 'node_modules');
-  mkdirSync(join(modules, 'express-fanout'), { recursive: true });
-  run('tar', ['-xzf', packed.filename, '-C', join(modules, 'express-fanout'), '--strip-components=1']);
-  // Dependencies come from the repository's own install: no registry needed.
-  for (const dep of readdirSync(join(root, 'node_modules'))) {
-    if (dep === '.bin' || dep === 'express-fanout') continue;
-    symlinkSync(join(root, 'node_modules', dep), join(modules, dep));
-  }
-  writeFileSync(join(scratch, 'package.json'), '{ "name": "scratch", "private": true }');
+
+  writeFileSync(join(scratch, 'package.json'), '{ "name": "scratch", "private": true }\n');
+  const started = Date.now();
+  npmInstall([`./${packed.filename}`, 'express@5', '@types/node@20', '@types/express@5']);
+  console.log(`  installed ${packed.filename} and its dependencies in ${Date.now() - started} ms`);
+
   const probe = `typeof m.fanout === 'function' && typeof m.gather === 'function' && new m.OverloadedError(['x'], 'y').status === 503`;
   run('node', ['-e', `const m = require('express-fanout'); if (!(${probe})) process.exit(1)`]);
   run('node', [
@@ -39,47 +257,76 @@ try {
     '-e',
     `import * as m from 'express-fanout'; import { fanout } from 'express-fanout'; const c = await import('node:module').then((x) => x.createRequire(import.meta.url)('express-fanout')); if (!(${probe}) || c.fanout !== fanout) process.exit(1)`,
   ]);
-  writeFileSync(
-    join(scratch, 'app.ts'),
-    `import express from 'express';
-import { fanout, gather, OverloadedError, type FanoutStats } from 'express-fanout';
-const app = express();
-const fo = fanout({ budgetMs: 300 });
-app.use(fo);
-app.get('/', gather({ a: () => 1, b: { run: async ({ signal }) => (signal.aborted ? '' : 'b'), fallback: null } }));
-app.get('/x', async (req, res) => {
-  const { a } = await req.fanout.all({ a: async () => 42 });
-  const n: number = a;
-  res.json({ n, left: req.fanout.remainingMs() });
-});
-const s: FanoutStats = fo.stats();
-export { s, OverloadedError };
-`,
-  );
-  for (const [label, module, resolution] of [
-    ['CommonJS', 'commonjs', 'node10'],
-    ['node16', 'node16', 'node16'],
-  ]) {
-    run(process.execPath, [
-      join(root, 'node_modules/typescript/bin/tsc'),
-      '--noEmit',
-      '--strict',
-      '--esModuleInterop',
-      // Our .d.ts files are checked by the strict compile of app.ts; other packages' are not ours to check.
-      '--skipLibCheck',
-      '--module',
+  console.log(`  ${files.length} files; require() and import give the same module`);
+
+  writeFileSync(join(scratch, 'worker.cjs'), WORKER);
+  for (const p of PROJECTS) {
+    const dir = join(scratch, p.dir);
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: p.type }));
+    writeFileSync(join(dir, 'app.ts'), CONSUMER);
+    const { module, moduleResolution, esModuleInterop } = p;
+    const compilerOptions = {
+      ...STRICT,
       module,
-      '--moduleResolution',
-      resolution,
-      '--types',
-      'node',
-      '--typeRoots',
-      join(root, 'node_modules/@types'),
-      'app.ts',
-    ]);
-    console.log(`  TypeScript (${label} resolution) compiles against the shipped types`);
+      moduleResolution,
+      ...(esModuleInterop && { esModuleInterop }),
+    };
+    Object.assign(compilerOptions, p.emit ? { outDir: 'out' } : { noEmit: true });
+    writeFileSync(
+      join(dir, 'tsconfig.json'),
+      JSON.stringify({ compilerOptions, files: ['app.ts'] }, null, 2),
+    );
   }
-  console.log(`  ${packed.filename}: ${files.length} files; require() and import give the same module`);
+
+  const failures = [];
+  const matrix = [
+    ['20', '4'],
+    ['20', '5'],
+    ['latest', '4'],
+    ['latest', '5'],
+  ];
+  for (const [node, express] of quick ? matrix.slice(-1) : matrix) {
+    npmInstall([`@types/node@${node}`, `@types/express@${express}`]);
+    const versions = `@types/node ${installed('@types/node')}, @types/express ${installed('@types/express')}`;
+    // The three compiles side by side: each spends most of its time checking @types/node.
+    const compiles = PROJECTS.map((p) =>
+      promisify(execFile)(process.execPath, [tsc, '-p', p.dir], { cwd: scratch }).then(
+        () => null,
+        (error) => error,
+      ),
+    );
+    for (const [i, error] of (await Promise.all(compiles)).entries()) {
+      const p = PROJECTS[i];
+      const label = `${p.dir} (module ${p.module}), ${versions}`;
+      console.log(`  strict TypeScript, skipLibCheck false: ${error ? 'FAILS' : 'compiles'}: ${label}`);
+      if (error) failures.push(`${label}:\n${explain(error)}`);
+    }
+  }
+  if (failures.length)
+    throw new Error(`the shipped declarations fail a strict consumer:\n${failures.join('\n')}`);
+
+  // The last compile's output, run: the declarations describe what the code does, in both module systems.
+  for (const p of PROJECTS.filter((x) => x.emit)) {
+    const main = join(scratch, p.dir, 'out', 'app.js');
+    const load =
+      p.type === 'module'
+        ? `import(${JSON.stringify(main)}).then((m) => m.main())`
+        : `require(${JSON.stringify(main)}).main()`;
+    const out = JSON.parse(
+      run(process.execPath, ['-e', `${load}.catch((e) => { console.error(e); process.exit(1); })`]),
+    );
+    if (JSON.stringify(out) !== JSON.stringify(EXPECTED)) {
+      throw new Error(
+        `the compiled ${p.dir} consumer answered\n${JSON.stringify(out)}\ninstead of\n${JSON.stringify(EXPECTED)}`,
+      );
+    }
+    console.log(`  the compiled ${p.dir} consumer serves every route as expected`);
+  }
+} catch (error) {
+  console.error(error.stdout !== undefined ? explain(error) : error.message);
+  process.exitCode = 1;
 } finally {
-  rmSync(scratch, { recursive: true, force: true });
+  if (keep) console.log(`  scratch project kept in ${scratch}`);
+  else rmSync(scratch, { recursive: true, force: true });
 }
