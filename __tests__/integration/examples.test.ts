@@ -5,7 +5,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import supertest from 'supertest';
 import { createSlowApiServer } from '../../demo-server/slow-api';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { app as errorsApp } from '../../examples/errors';
 import { createApp } from '../../examples/quick-start';
 import { app as runApp } from '../../examples/run';
@@ -129,5 +134,50 @@ describe('the other examples', () => {
       bytes: expect.any(Number),
       digest: createHash('sha256').update('hello').digest('hex'),
     });
+  });
+});
+
+describe('the README examples check (scripts/check-examples.mjs)', () => {
+  const root = join(__dirname, '..', '..');
+  let copy: string;
+  const check = () =>
+    promisify(execFile)(process.execPath, [join(copy, 'scripts', 'check-examples.mjs')]).then(
+      ({ stdout }) => ({ code: 0, out: stdout }),
+      (error: { code: number; stderr: string }) => ({ code: error.code, out: error.stderr }),
+    );
+  const readme = () => readFileSync(join(copy, 'README.md'), 'utf8');
+
+  beforeEach(() => {
+    copy = mkdtempSync(join(tmpdir(), 'express-fanout-examples-'));
+    for (const path of ['README.md', 'examples', 'scripts/check-examples.mjs']) {
+      cpSync(join(root, path), join(copy, path), { recursive: true });
+    }
+  });
+  afterEach(() => rmSync(copy, { recursive: true, force: true }));
+
+  it('passes on the repository as it is', async () => {
+    expect(await check()).toEqual({ code: 0, out: expect.stringMatching(/^README examples: \d+ blocks/) });
+  });
+
+  it('fails naming the line when a README block drifts from its file, and --write copies the file back', async () => {
+    writeFileSync(
+      join(copy, 'README.md'),
+      readme().replace('{ budgetMs: 500 }); // options', '{ budgetMs: 50 }); // options'),
+    );
+    const { code, out } = await check();
+    expect(code).toBe(1);
+    expect(out).toMatch(/README\.md:\d+: differs from examples\/quick-start\.ts line \d+:/);
+    expect(out).toContain('const fo = fanout({ budgetMs: 50 });');
+    await promisify(execFile)(process.execPath, [join(copy, 'scripts', 'check-examples.mjs'), '--write']);
+    expect(readme()).toBe(readFileSync(join(root, 'README.md'), 'utf8'));
+  });
+
+  it('fails on a TypeScript block without its marker, and on an example file the README never shows', async () => {
+    writeFileSync(join(copy, 'README.md'), readme() + '\n```ts\nconst x = 1;\n```\n');
+    writeFileSync(join(copy, 'examples', 'unshown.ts'), 'export {};\n');
+    const { code, out } = await check();
+    expect(code).toBe(1);
+    expect(out).toMatch(/README\.md:\d+: a `ts` block without <!-- example: examples\/… --> above it/);
+    expect(out).toContain('examples/unshown.ts is shown nowhere in README.md');
   });
 });
