@@ -4,7 +4,9 @@
 // - compiles a strict consumer (`strict`, `skipLibCheck: false`, `exactOptionalPropertyTypes`,
 //   `noUncheckedIndexedAccess`) that uses the whole public surface, as CommonJS (`module: node16` and the older
 //   `commonjs` + `node10` resolution) and as an ES module (`"type": "module"`, `module: nodenext`), against the
-//   oldest supported `@types/node` (the newest 20.x) and the newest, each with `@types/express` 4 and 5. With
+//   oldest supported `@types/node` and the newest, each with `@types/express` 4 and 5. The oldest is the newest
+//   20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with `skipLibCheck: false` (their
+//   `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package uses them. With
 //   `skipLibCheck: false` every declaration file the consumer reaches is checked, ours and our imports of
 //   `node:*` types included (`@types/node` 26 dropped `TransferListItem`, which the shipped types once imported);
 //   `// @ts-expect-error` lines prove the typing also refuses what it should;
@@ -242,7 +244,7 @@ try {
     'dist/esm/index.mjs',
     'dist/esm/index.d.mts',
   ]) {
-    if (!files.includes(needed)) throw new Error(`the tarball lacks ${needed}`);
+    if (!files.includes(needed)) throw new Error(`the tarball lacks ${needed} (run \`npm run build\` first)`);
   }
 
   writeFileSync(join(scratch, 'package.json'), '{ "name": "scratch", "private": true }\n');
