@@ -24,6 +24,7 @@ export type {
   TaskFn,
   TaskSpec,
   Tasks,
+  CheckedTasks,
   TaskContext,
   TaskStatus,
   TaskEvent,

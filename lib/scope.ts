@@ -12,6 +12,7 @@ import { parseTasks } from './task-def';
 import { workerOnly, type TaskRun } from './task';
 import type {
   CallOptions,
+  CheckedTasks,
   Fanout,
   Results,
   SettledResults,
@@ -53,11 +54,14 @@ export class Scope implements Fanout {
     readonly arrival: number,
   ) {}
 
-  all<T extends Tasks>(tasks: T, options?: CallOptions): Promise<Results<T>> {
+  all<T extends Tasks, G = T>(tasks: CheckedTasks<T, G>, options?: CallOptions): Promise<Results<T>> {
     return this.call(tasks, 'all', options) as Promise<Results<T>>;
   }
 
-  settle<T extends Tasks>(tasks: T, options?: CallOptions): Promise<SettledResults<T>> {
+  settle<T extends Tasks, G = T>(
+    tasks: CheckedTasks<T, G>,
+    options?: CallOptions,
+  ): Promise<SettledResults<T>> {
     return this.call(tasks, 'settle', options) as Promise<SettledResults<T>>;
   }
 

@@ -216,11 +216,16 @@ export interface TaskContext<R = Record<string, unknown>> {
   ): Promise<WorkerResult<M>>;
 }
 
-export type TaskFn<T = unknown> = (ctx: TaskContext) => T | PromiseLike<T>;
+/** A task function. `R` is the type of `ctx.results`, the values of the tasks named in `after`. */
+export type TaskFn<T = unknown, R = Record<string, unknown>> = (ctx: TaskContext<R>) => T | PromiseLike<T>;
 
 /** A task with options. */
 export interface TaskSpec<T = unknown> {
-  run: TaskFn<T>;
+  /**
+   * The task. A method, not a property, so that a spec whose `run` takes typed `ctx.results` (see
+   * {@link CheckedTasks}) still satisfies {@link Tasks}: method parameters are compared bivariantly.
+   */
+  run(ctx: TaskContext): T | PromiseLike<T>;
   /** The task's own limit in ms, counted from when it is ready to run (queue wait included), inside the budget. */
   timeoutMs?: number;
   /**
@@ -228,12 +233,79 @@ export interface TaskSpec<T = unknown> {
    * of the error returning it.
    */
   fallback?: T | ((error: unknown) => T);
-  /** Names of tasks of the same call whose values it needs (in `ctx.results`); it starts once they resolve. */
+  /**
+   * Names of tasks of the same call whose values it needs (in `ctx.results`); it starts once they resolve.
+   * In an object literal passed to `all()`, `settle()` or `gather()` only the names of sibling tasks compile,
+   * and `ctx.results` is typed from them (see {@link CheckedTasks}).
+   */
   after?: readonly string[];
 }
 
 export type Task<T = unknown> = TaskFn<T> | TaskSpec<T>;
 export type Tasks = Record<string, Task>;
+
+/**
+ * The tasks argument of `all()`, `settle()` and `gather()`: the tasks `T`, checked against the dependency
+ * graph `G` that TypeScript reads from the same object literal, with no annotation at the call site.
+ * - `after` compiles only with names of sibling tasks, never the task's own name:
+ *   `after: ['usr']` is `Type '"usr"' is not assignable to type '"user" | "posts"'`.
+ * - `run` receives `ctx.results` typed as exactly the values of the tasks named in `after` (a fallback's
+ *   type included); reading any other name does not compile.
+ *
+ * The limit: TypeScript types `run`'s `ctx` before it has checked the other functions of the object that
+ * take a parameter, so a dependency whose own `run` takes `ctx` is `unknown` in `ctx.results` (its name is
+ * still checked). A dependency that is a function without parameters, a `run` without parameters, or a
+ * function defined elsewhere is typed exactly. Objects built at run time (`Record<string, Task>`, `after`
+ * as a `string[]`) are checked at run time only, as in JavaScript.
+ */
+export type CheckedTasks<T extends Tasks, G> = ([UnknownNames<G>] extends [never] ? T : Tasks) &
+  TaskGraph<G> &
+  NoInfer<TaskGraphCheck<G>>;
+
+/**
+ * Where `G` is inferred from: each task as TypeScript sees it before typing any `run` parameter. The
+ * `readonly (keyof G)[]` keeps `after: ['user']` a list of literal names without a `const` type parameter,
+ * which would also freeze the literals of every `fallback`.
+ */
+type TaskGraph<G> = {
+  [K in keyof G]: G[K] | { [P in keyof G[K]]: P extends 'after' ? G[K][P] | readonly (keyof G)[] : G[K][P] };
+};
+/** A copy: conditional types see an inferred object literal as fresh (its other properties count as excess). */
+type Plain<V> = { [P in keyof V]: V[P] };
+type AfterNames<S> = S extends { after: readonly (infer N)[] } ? N : never;
+/** A dependency's value when its dependents are typed: `unknown` while its own `run` is still to be typed. */
+type KnownValue<V> = unknown extends V
+  ? unknown
+  : V extends (ctx: never) => infer R
+    ? Awaited<R>
+    : Plain<V> extends { run: infer F }
+      ? unknown extends F
+        ? unknown
+        : TaskValue<Plain<V>>
+      : unknown;
+/** What task `K` (or each member of a union of tasks) must be; `S` is `G[K]`, named to distribute. */
+type TaskShape<G, K extends keyof G, S = G[K]> = unknown extends S
+  ? TaskFn<unknown, { [D in never]: never }> | { run: TaskFn<unknown, { [D in never]: never }> }
+  : S extends (...args: never[]) => unknown
+    ? TaskFn<unknown, { [D in never]: never }>
+    : string extends AfterNames<Plain<S>>
+      ? Task
+      : {
+          run: TaskFn<unknown, { [D in AfterNames<Plain<S>> & keyof G]: KnownValue<G[D]> }>;
+          after?: readonly Exclude<keyof G & string, K>[];
+        };
+/**
+ * The names in `after` that are no sibling's. While there is one, the tasks are checked against `Tasks`
+ * rather than against their own inferred type, whose literal `after` would make the error read
+ * `Type 'string' is not assignable to type 'never'` instead of naming the siblings.
+ */
+type UnknownNames<G> = {
+  [K in keyof G]: string extends AfterNames<Plain<G[K]>>
+    ? never
+    : Exclude<AfterNames<Plain<G[K]>>, Exclude<keyof G & string, K>>;
+}[keyof G];
+/** Skipped for a record with an index signature (`Record<string, Task>`): its names are known at run time only. */
+type TaskGraphCheck<G> = string extends keyof G ? Tasks : { [K in keyof G]: TaskShape<G, K> };
 
 type SpecValue<S> = S extends { run: (ctx: never) => infer R } ? Awaited<R> : never;
 type FallbackValue<S> = S extends { fallback: infer F }
@@ -277,9 +349,12 @@ export interface Fanout {
    * {@link FanoutError}: `TaskFailedError` (502), `BudgetExceededError` (504), `OverloadedError` (503) or
    * `ClientClosedError` (499).
    */
-  all<T extends Tasks>(tasks: T, options?: CallOptions): Promise<Results<T>>;
+  all<T extends Tasks, G = T>(tasks: CheckedTasks<T, G>, options?: CallOptions): Promise<Results<T>>;
   /** Like `all()` but never rejects: every task's status, value or error, and duration. */
-  settle<T extends Tasks>(tasks: T, options?: CallOptions): Promise<SettledResults<T>>;
+  settle<T extends Tasks, G = T>(
+    tasks: CheckedTasks<T, G>,
+    options?: CallOptions,
+  ): Promise<SettledResults<T>>;
   /** One task under the same bounds and budget. */
   run<V>(task: Task<V>, name?: string): Promise<V>;
   /** Runs `method` of the worker script on the worker-thread pool under the request's budget. */

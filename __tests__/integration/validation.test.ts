@@ -83,7 +83,8 @@ describe.each(expressVersions)('task validation (%s)', (_version, express) => {
 
   it('rejects an `after` naming an unknown task with a TypeError naming both', async () => {
     const { outcome, ran } = await attempt((f, touch) =>
-      f.all({ a: fn(touch, 'a'), b: { run: fn(touch, 'b'), after: ['missing'] } }),
+      // A JavaScript caller: TypeScript rejects the name at compile time (see __tests__/types/after.types.ts).
+      f.all({ a: fn(touch, 'a'), b: { run: fn(touch, 'b'), after: ['missing'] as string[] } }),
     );
     expect(outcome.kind).toBe('rejected');
     expect(outcome.error?.isTypeError).toBe(true);
@@ -190,7 +191,7 @@ describe.each(expressVersions)('task validation (%s)', (_version, express) => {
     });
 
     it('throws a TypeError for an unknown `after` name', () => {
-      expect(() => gather({ a: { run: () => 1, after: ['nope'] } })).toThrow(TypeError);
+      expect(() => gather({ a: { run: () => 1, after: ['nope'] as string[] } })).toThrow(TypeError);
     });
 
     it.each([[99], [600], [1.5], ['200']])('throws a TypeError for status %p', (status) => {
