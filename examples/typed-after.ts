@@ -1,0 +1,39 @@
+// Typed dependencies: `after` compiles only with the names of sibling tasks, and `ctx.results` holds exactly
+// the values of the tasks it names, typed from the object literal itself.
+import { setTimeout as sleep } from 'node:timers/promises';
+import express from 'express';
+import { fanout, type TaskContext } from 'express-fanout';
+
+interface User {
+  id: string;
+  name: string;
+}
+const users = new Map<string, User>([['1', { id: '1', name: 'Ada' }]]);
+const flagCache = { get: async (): Promise<string[]> => ['beta'] };
+
+export const app = express();
+app.use(fanout({ budgetMs: 300 }));
+
+app.get('/users/:id/home', async (req, res, next) => {
+  try {
+    const { greeting, team } = await req.fanout.all({
+      // Takes `ctx` for its signal: annotating the parameter lets its dependents know its type.
+      user: ({ signal }: TaskContext) => sleep(30, users.get(req.params.id), { signal }),
+      // Takes nothing: typed as it is, fallback included.
+      flags: { run: () => flagCache.get(), fallback: null },
+      // ctx.results: { user: User | undefined }
+      team: {
+        after: ['user'],
+        run: ({ results, signal }) => sleep(20, results.user ? [results.user.name, 'Grace'] : [], { signal }),
+      },
+      // ctx.results: { user: User | undefined; flags: string[] | null }
+      greeting: {
+        after: ['user', 'flags'],
+        run: ({ results }) => `Hello ${results.user?.name ?? 'stranger'} (${results.flags?.join(', ')})`,
+      },
+    });
+    res.json({ greeting, team });
+  } catch (error) {
+    next(error);
+  }
+});
