@@ -166,8 +166,8 @@ describe.each(groups.map(([v, f, c]) => [v, f.key, f, c] as const))(
         );
         if (status === 200) expect(seen.body).toEqual(expectedBody(cell, task, sibling));
         if (status === 503) expect(seen.headers['retry-after']).toBe('1');
-        // By the budget and a generous allowance for a small shared machine.
-        expect(seen.ms).toBeLessThan(budget + 400);
+        // By the budget and an allowance for a small, shared machine: the precise bound is invariants.test.ts's.
+        expect(seen.serverMs[0]).toBeLessThan(budget + 500);
       }
 
       // Nothing left behind: no slot, no queued entry, no busy thread, no listener, no unhandled rejection.

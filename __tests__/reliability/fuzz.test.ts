@@ -263,14 +263,13 @@ describe('fuzzed budget headers', () => {
             const ex = fakeExchange(fo, { 'x-request-budget-ms': value });
             let outbound: Record<string, string> = {};
             let taskRemaining = -1;
-            const values = await ex.scope.all({
+            const settled = await ex.scope.settle({
               t: (ctx) => {
                 outbound = ctx.headers();
                 taskRemaining = ctx.remainingMs();
                 return 1;
               },
             });
-            expect(values).toEqual({ t: 1 });
             const remaining = ex.scope.remainingMs();
             const want = asked(value);
             const expected = want === undefined ? budgetMs : Math.min(want, maxBudgetMs);
@@ -278,10 +277,14 @@ describe('fuzzed budget headers', () => {
             expect(remaining).toBeLessThanOrEqual(expected);
             expect(remaining).toBeGreaterThan(expected - 1000);
             expect(ex.scope.deadline - Date.now()).toBeLessThanOrEqual(maxBudgetMs + 1);
-            expect(taskRemaining).toBeLessThanOrEqual(expected);
-            const sent = Number(outbound['x-request-budget-ms']);
-            expect(Number.isInteger(sent) && sent >= 1).toBe(true);
-            expect(sent).toBeLessThanOrEqual(Math.max(1, Math.ceil(taskRemaining)));
+            // A budget of a few ms may be spent before the task gets to run: then it timed out, unrun.
+            expect(settled.t.status).toBe(taskRemaining < 0 ? 'timeout' : 'fulfilled');
+            if (taskRemaining >= 0) {
+              expect(taskRemaining).toBeLessThanOrEqual(expected);
+              const sent = Number(outbound['x-request-budget-ms']);
+              expect(Number.isInteger(sent) && sent >= 1).toBe(true);
+              expect(sent).toBeLessThanOrEqual(Math.max(1, Math.ceil(taskRemaining)));
+            }
             ex.finish();
           } finally {
             await fo.close();

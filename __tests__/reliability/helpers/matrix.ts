@@ -156,6 +156,8 @@ export interface Observed {
   ms: number;
   /** Statuses passed to `res.writeHead`, in order: one per response sent. */
   writeHeads: number[];
+  /** When each `writeHead` came, in ms since the request reached the app. */
+  serverMs: number[];
   /** Errors that reached Express's error handling. */
   errors: unknown[];
   /** Listeners left on the request's and the tasks' signals once everything settled. */
@@ -245,6 +247,7 @@ export async function runGroup(
         headers: {},
         ms: 0,
         writeHeads: [],
+        serverMs: [],
         errors: [],
         listeners: [],
         unhandled: [],
@@ -281,8 +284,10 @@ export async function runGroup(
     mount('/cell/:cell', (req, res, next) => {
       const { observed, handler, signals } = liveOf(req);
       const writeHead = res.writeHead;
+      const arrival = performance.now();
       res.writeHead = function (this: Response, ...args: unknown[]) {
         observed.writeHeads.push(args[0] as number);
+        observed.serverMs.push(performance.now() - arrival);
         return (writeHead as (...a: unknown[]) => Response).apply(this, args);
       } as typeof res.writeHead;
       signals.push(req.fanout.signal);
