@@ -247,16 +247,17 @@ export type Tasks = Record<string, Task>;
 /**
  * The tasks argument of `all()`, `settle()` and `gather()`: the tasks `T`, checked against the dependency
  * graph `G` that TypeScript reads from the same object literal, with no annotation at the call site.
- * - `after` compiles only with names of sibling tasks, never the task's own name:
- *   `after: ['usr']` is `Type '"usr"' is not assignable to type '"user" | "posts"'`.
+ * - `after` compiles only with names of sibling tasks, never the task's own name: `after: ['usr']` is
+ *   `Type '"usr"' is not assignable to type '"user" | "flags"'. Did you mean '"user"'?`
  * - `run` receives `ctx.results` typed as exactly the values of the tasks named in `after` (a fallback's
  *   type included); reading any other name does not compile.
  *
- * The limit: TypeScript types `run`'s `ctx` before it has checked the other functions of the object that
- * take a parameter, so a dependency whose own `run` takes `ctx` is `unknown` in `ctx.results` (its name is
- * still checked). A dependency that is a function without parameters, a `run` without parameters, or a
- * function defined elsewhere is typed exactly. Objects built at run time (`Record<string, Task>`, `after`
- * as a `string[]`) are checked at run time only, as in JavaScript.
+ * The limits: TypeScript types `run`'s `ctx` before it has checked the other functions of the object that
+ * take a parameter, so a dependency whose own function or `run` takes an unannotated `ctx` is `unknown` in
+ * `ctx.results` (its name is still checked); one that takes no parameter, or an annotated one
+ * (`({ signal }: TaskContext) => …`), is typed exactly. In `gather((req) => tasks)` the names are checked
+ * but `ctx.results` is a plain record. Objects built at run time (`Record<string, Task>`, `after` as a
+ * `string[]`) are checked at run time only, as in JavaScript.
  */
 export type CheckedTasks<T extends Tasks, G> = ([UnknownNames<G>] extends [never] ? T : Tasks) &
   TaskGraph<G> &
@@ -270,7 +271,7 @@ export type CheckedTasks<T extends Tasks, G> = ([UnknownNames<G>] extends [never
 type TaskGraph<G> = {
   [K in keyof G]: G[K] | { [P in keyof G[K]]: P extends 'after' ? G[K][P] | readonly (keyof G)[] : G[K][P] };
 };
-/** A copy: conditional types see an inferred object literal as fresh (its other properties count as excess). */
+/** A copy: a conditional type sees an inferred object literal as fresh, its other properties as excess. */
 type Plain<V> = { [P in keyof V]: V[P] };
 type AfterNames<S> = S extends { after: readonly (infer N)[] } ? N : never;
 /** A dependency's value when its dependents are typed: `unknown` while its own `run` is still to be typed. */
@@ -304,7 +305,7 @@ type UnknownNames<G> = {
     ? never
     : Exclude<AfterNames<Plain<G[K]>>, Exclude<keyof G & string, K>>;
 }[keyof G];
-/** Skipped for a record with an index signature (`Record<string, Task>`): its names are known at run time only. */
+/** Skipped for a record with an index signature (`Record<string, Task>`): names known at run time only. */
 type TaskGraphCheck<G> = string extends keyof G ? Tasks : { [K in keyof G]: TaskShape<G, K> };
 
 type SpecValue<S> = S extends { run: (ctx: never) => infer R } ? Awaited<R> : never;
