@@ -84,20 +84,40 @@ function expectedStatus(cell: Cell, task: TaskStatus, sibling: TaskStatus | unde
   return { rejected: 502, timeout: 504, shed: 503, aborted: 499, fulfilled: 200 }[cause];
 }
 
-/** The statuses the faulty task may end with in this cell. */
+/**
+ * The statuses the faulty task may end with in this cell. A task that settles after the deadline may still win
+ * when the event loop was stalled past both (its settlement is then processed before the deadline's timer):
+ * either way there is one outcome, and the response follows it. deadline-race.test.ts pins the order on a
+ * mocked clock.
+ */
 function allowedStatuses(cell: Cell): readonly TaskStatus[] {
   if (cell.condition === 'shed') return ['shed'];
   if (cell.condition === 'disconnect') return ['aborted'];
-  return cell.behaviour.normal;
+  return [...cell.behaviour.normal, ...(cell.behaviour.late ? [cell.behaviour.late] : [])];
 }
 
 function allowedSiblingStatuses(cell: Cell, task: TaskStatus): readonly TaskStatus[] {
+  if (cell.form.after) return dependentStatuses(cell, task);
   if (cell.condition === 'shed') return ['shed'];
   if (cell.form.mode === 'settle')
     return cell.condition === 'disconnect' ? ['fulfilled', 'aborted'] : ['fulfilled'];
   if (cell.condition === 'disconnect' || (!cell.form.fallback && task !== 'fulfilled'))
     return ['fulfilled', 'aborted'];
   return ['fulfilled'];
+}
+
+/**
+ * A sibling that waits for the faulty task: it runs once that task has a value (its own or its fallback's),
+ * unless the deadline passes first; otherwise it ends with the call (aborted by fail-fast, timed out at the
+ * deadline, aborted when the client leaves) or, in settle(), is rejected unrun.
+ */
+function dependentStatuses(cell: Cell, task: TaskStatus): readonly TaskStatus[] {
+  const { mode, fallback } = cell.form;
+  if (cell.condition === 'shed') return mode === 'settle' ? ['rejected'] : ['shed'];
+  if (cell.condition === 'disconnect') return ['aborted'];
+  if (task === 'fulfilled' || fallback) return task === 'timeout' ? ['timeout'] : ['fulfilled', 'timeout'];
+  if (task === 'timeout') return ['timeout'];
+  return mode === 'settle' ? ['rejected'] : ['aborted'];
 }
 
 /** The body of a 200, as the form answers it. */

@@ -12,6 +12,8 @@ export interface Behaviour {
   value?: unknown;
   /** Still pending well after it starts: a client that leaves meanwhile aborts it. */
   slow: boolean;
+  /** How it settles {@link LATE_MS} after the deadline, ignoring its signal. */
+  late?: TaskStatus;
   run(ctx: TaskContext): unknown;
 }
 
@@ -90,12 +92,14 @@ export const behaviours: readonly Behaviour[] = [
   {
     key: 'ignoresSignalSettlesLate',
     normal: ['timeout'],
+    late: 'fulfilled',
     slow: true,
     run: (ctx) => new Promise((resolve) => after(ctx.remainingMs() + LATE_MS, () => resolve('late'))),
   },
   {
     key: 'ignoresSignalRejectsLate',
     normal: ['timeout'],
+    late: 'rejected',
     slow: true,
     run: (ctx) =>
       new Promise((_, reject) => after(ctx.remainingMs() + LATE_MS, () => reject(new Error('late')))),
@@ -133,12 +137,14 @@ export const workerBehaviours: readonly WorkerBehaviour[] = [
   {
     key: 'busyPastTheDeadline',
     normal: ['timeout'],
+    late: 'fulfilled',
     slow: true,
     call: (remaining) => ['ignoresSignal', [remaining + LATE_MS]],
   },
   {
     key: 'rejectsLate',
     normal: ['timeout'],
+    late: 'rejected',
     slow: true,
     call: (remaining) => ['rejectsLate', [remaining + LATE_MS]],
   },

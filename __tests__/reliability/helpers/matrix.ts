@@ -38,6 +38,8 @@ export interface Form {
   fallback: boolean;
   /** A required sibling task in the same call. */
   sibling: boolean;
+  /** The sibling waits for the faulty task (`after`) and checks its value in `ctx.results`. */
+  after: boolean;
   worker: boolean;
   /** How a 200 carries the value: `{ value }` of one task, `{ value: { name: value } }`, or gather's bare object. */
   answer: 'one' | 'all' | 'gather';
@@ -52,6 +54,13 @@ const withFallback = (run: Task, fallback: boolean): Task =>
 
 const sibling = ({ signal }: TaskContext) => delay(SIBLING_MS, 'ok', signal);
 
+/** A sibling that runs after `name`: 'ok' when `ctx.results` has `name` as an own key, 'missing' otherwise. */
+const dependent = (name: string): Task => ({
+  run: ({ signal, results }: TaskContext) =>
+    delay(SIBLING_MS, Object.prototype.hasOwnProperty.call(results, name) ? 'ok' : 'missing', signal),
+  after: [name],
+});
+
 const answer =
   (res: Response, next: NextFunction) =>
   (promise: Promise<unknown>): void =>
@@ -61,15 +70,16 @@ function inProcess(
   key: string,
   mode: 'all' | 'settle',
   fallback: boolean,
-  via: 'all' | 'run' | 'gather',
+  via: 'all' | 'run' | 'gather' | 'after',
 ): Form {
   return {
     key,
     mode,
     fallback,
     sibling: via !== 'run',
+    after: via === 'after',
     worker: false,
-    answer: via === 'run' ? 'one' : via,
+    answer: via === 'run' ? 'one' : via === 'after' ? 'all' : via,
     handler(name, task) {
       if (via === 'gather') {
         return (req, res, next) =>
@@ -78,7 +88,7 @@ function inProcess(
       return (req, res, next) => {
         const t = withFallback(task(req), fallback);
         if (via === 'run') return answer(res, next)(req.fanout.run(t, name));
-        const tasks = { [name]: t, [SIBLING]: sibling };
+        const tasks = { [name]: t, [SIBLING]: via === 'after' ? dependent(name) : sibling };
         answer(res, next)(mode === 'all' ? req.fanout.all(tasks) : req.fanout.settle(tasks));
       };
     },
@@ -94,6 +104,9 @@ export const forms: readonly Form[] = [
   inProcess('run with fallback', 'all', true, 'run'),
   inProcess('gather', 'all', false, 'gather'),
   inProcess('gather with fallback', 'all', true, 'gather'),
+  inProcess('all, a sibling after it', 'all', false, 'after'),
+  inProcess('all with fallback, a sibling after it', 'all', true, 'after'),
+  inProcess('settle, a sibling after it', 'settle', false, 'after'),
 ];
 
 /** `req.fanout.worker(method)`, and `ctx.worker(method)` inside `all()` with a fallback. */
@@ -103,6 +116,7 @@ export const workerForms: readonly Form[] = [
     mode: 'all',
     fallback: false,
     sibling: false,
+    after: false,
     worker: true,
     answer: 'one',
     handler: (name, task) => (req, res, next) => {
@@ -116,6 +130,7 @@ export const workerForms: readonly Form[] = [
     mode: 'all',
     fallback: true,
     sibling: false,
+    after: false,
     worker: true,
     answer: 'all',
     handler: (name, task) => (req, res, next) =>
