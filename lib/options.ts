@@ -18,6 +18,7 @@ export interface ResolvedOptions {
   /** Expected-wait admission and CoDel, or `false` (only `maxQueue` bounds the queue). */
   admission: AdmissionSettings | false;
   graceMs: number;
+  fallbackMs: number;
   serverTiming: boolean;
   workers: ResolvedWorkerOptions | false;
   onTask: ((event: TaskEvent) => void) | undefined;
@@ -35,6 +36,7 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'maxQueue',
   'admission',
   'graceMs',
+  'fallbackMs',
   'serverTiming',
   'workers',
   'onTask',
@@ -144,6 +146,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   const maxQueue =
     o.maxQueue === undefined ? 1024 : integer('maxQueue', o.maxQueue, 0, Number.MAX_SAFE_INTEGER);
   const graceMs = o.graceMs === undefined ? 1000 : integer('graceMs', o.graceMs, 0);
+  const fallbackMs = o.fallbackMs === undefined ? 10 : integer('fallbackMs', o.fallbackMs, 0);
 
   let serverTiming = process.env.NODE_ENV !== 'production';
   if (o.serverTiming !== undefined) {
@@ -167,6 +170,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     maxQueue,
     admission,
     graceMs,
+    fallbackMs,
     serverTiming,
     workers: resolveWorkerOptions(o.workers),
     onTask: o.onTask,

@@ -70,8 +70,9 @@ export class Runtime {
       name: task.name,
       status: task.status!,
       fallback: task.usedFallback,
-      ms: task.settledAt - task.submittedAt,
+      ms: task.settledAt + task.fallbackMs - task.submittedAt,
     };
+    if (task.fallbackMs > 0) event.fallbackMs = task.fallbackMs;
     if (task.status !== 'fulfilled') event.error = task.error;
     try {
       onTask(event);

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import onHeaders from 'on-headers';
 import { parseBudgetHeader } from './budget-header';
 import { Call, round, type Mode } from './call';
@@ -7,7 +8,7 @@ import { BudgetExceededError, ClientClosedError, FanoutError, quietly } from './
 import { describe, integer, rejectUnknown } from './options';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
-import { serverTimingOf } from './server-timing';
+import { MAX_BYTES, serverTimingOf } from './server-timing';
 import { parseTasks } from './task-def';
 import { workerOnly, type TaskRun } from './task';
 import type {
@@ -52,6 +53,8 @@ export class Scope implements Fanout {
     private readonly res: ServerResponse,
     /** When the middleware saw the request, `performance.now()` ms. */
     readonly arrival: number,
+    /** The scope of an outer `fanout()` instance that saw the request first, whose deadline bounds this one. */
+    private readonly outer?: Scope,
   ) {}
 
   all<T extends Tasks, G = T>(tasks: CheckedTasks<T, G>, options?: CallOptions): Promise<Results<T>> {
@@ -99,9 +102,10 @@ export class Scope implements Fanout {
     return this.controller.signal;
   }
 
+  /** Epoch ms in the caller's clock: `Date.now()` plus what is left, read now (NTP steps and fake clocks agree). */
   get deadline(): number {
     this.activate();
-    return Math.round(performance.timeOrigin + this.deadlineAt);
+    return Math.round(Date.now() + this.deadlineAt - performance.now());
   }
 
   remainingMs(): number {
@@ -114,7 +118,10 @@ export class Scope implements Fanout {
     return this.tasks.map((task) => ({
       name: task.name,
       start: round(task.submittedAt - this.arrival),
-      ms: round((task.state === 'settled' ? task.settledAt : now) - task.submittedAt),
+      ms: round(
+        (task.state === 'settled' && !task.fallbackPending ? task.settledAt + task.fallbackMs : now) -
+          task.submittedAt,
+      ),
       status: task.state === 'settled' ? task.status! : task.state,
     }));
   }
@@ -124,6 +131,11 @@ export class Scope implements Fanout {
     const header = this.runtime.options.budgetHeader;
     if (!header) return {};
     return { [header]: String(Math.max(1, Math.floor(deadline - performance.now()))) };
+  }
+
+  /** The client left before the response: whatever a call still gives, nobody will read it. */
+  get disconnected(): boolean {
+    return this.ended === 'disconnect';
   }
 
   /** The request is over: deadline passed, client gone or response sent. */
@@ -168,6 +180,13 @@ export class Scope implements Fanout {
     }
     this.budgetMs = budget;
     this.deadlineAt = this.arrival + budget;
+    if (this.outer) {
+      this.outer.activate();
+      if (this.outer.deadlineAt < this.deadlineAt) {
+        this.deadlineAt = this.outer.deadlineAt;
+        this.budgetMs = this.outer.budgetMs;
+      }
+    }
     this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
     this.calls = new Set();
     const left = this.deadlineAt - performance.now();
@@ -178,16 +197,35 @@ export class Scope implements Fanout {
       this.timer.unref();
     } else this.end('deadline');
     // The response may be over before the handler first used `req.fanout`: its 'close' has then come and gone.
+    const socket = this.req.socket as Socket | null;
     if (this.res.writableEnded) this.end('finished');
-    else if (this.res.destroyed) this.end('disconnect');
-    else this.res.once('close', () => this.end(this.res.writableEnded ? 'finished' : 'disconnect'));
+    else if (this.res.destroyed || socket?.destroyed) this.end('disconnect');
+    else {
+      this.res.once('close', () => this.closed());
+      // A pipelined request waits behind the one being answered, and its `res` sees no 'close' when the
+      // client goes: the socket's does. A closed socket means every request on it is gone.
+      if (socket) watchSocket(socket, this);
+    }
     if (options.serverTiming && !this.res.headersSent) {
       onHeaders(this.res, () => {
-        const entries = serverTimingOf(this);
         const existing = this.res.getHeader('Server-Timing');
-        this.res.setHeader('Server-Timing', existing ? `${String(existing)}, ${entries}` : entries);
+        if (existing === undefined) {
+          this.res.setHeader('Server-Timing', serverTimingOf(this));
+          return;
+        }
+        // The app's own entries come first, and the whole header still stays within the cap.
+        const before = String(existing);
+        const room = MAX_BYTES - before.length - 2;
+        if (room >= 128) this.res.setHeader('Server-Timing', `${before}, ${serverTimingOf(this, room)}`);
       });
     }
+  }
+
+  /** The response closed, or its socket did: finished if it was written in full, the client gone otherwise. */
+  closed(): void {
+    const socket = this.req.socket as Socket | null;
+    if (socket) unwatchSocket(socket, this);
+    this.end(this.res.writableEnded ? 'finished' : 'disconnect');
   }
 
   /** The deadline passed, the client left or the response went out: end whatever is still pending. */
@@ -250,4 +288,24 @@ function callBudget(options: unknown): number | undefined {
 
 function onDeadline(scope: Scope): void {
   scope.end('deadline');
+}
+
+/** The open requests of each socket: one 'close' listener per socket, however many requests it pipelines. */
+const sockets = new WeakMap<Socket, Set<Scope>>();
+
+function watchSocket(socket: Socket, scope: Scope): void {
+  let scopes = sockets.get(socket);
+  if (scopes === undefined) {
+    const open = (scopes = new Set());
+    sockets.set(socket, open);
+    socket.once('close', () => {
+      sockets.delete(socket);
+      for (const s of [...open]) s.closed();
+    });
+  }
+  scopes.add(scope);
+}
+
+function unwatchSocket(socket: Socket, scope: Scope): void {
+  sockets.get(socket)?.delete(scope);
 }

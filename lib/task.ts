@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { BudgetExceededError, OverloadedError, quietly } from './errors';
+import { BudgetExceededError, isInstance, OverloadedError, quietly } from './errors';
 import type { Job } from './scheduler';
 import type { Call } from './call';
 import type { TaskDef } from './task-def';
@@ -30,7 +30,11 @@ export class TaskRun implements Job {
   error: unknown = undefined;
   /** The value came from `fallback`. */
   usedFallback = false;
-  fallbackThrew = false;
+  /** An asynchronous fallback is being awaited; then how long it took. */
+  fallbackPending = false;
+  fallbackMs = 0;
+  /** How the fallback failed (`threw`, `rejected` …), when it did; `error` then holds its error. */
+  fallbackFailure: string | undefined = undefined;
   /** Submission (dependencies resolved) and settlement, in `performance.now()` ms. */
   submittedAt: number;
   settledAt = 0;
@@ -96,33 +100,36 @@ export class TaskRun implements Job {
     }
   }
 
-  /** The scheduler gave this task its slots. */
+  /**
+   * The scheduler gave this task its slots. Everything the user's function returns or throws is hostile here,
+   * as in p-limit: a thrown value, a thenable whose `then` getter throws, a revoked Proxy. All of it becomes
+   * this task's rejection, never an exception into the scheduler (which is mid-drain) or an orphaned promise.
+   */
   start(): void {
     this.state = 'running';
     this.holdsSlot = !this.slotless;
-    let result: unknown;
     try {
-      result = this.def.run(new Context(this));
+      const result = this.def.run(new Context(this));
+      if ((typeof result === 'object' && result !== null) || typeof result === 'function') {
+        // Promise.resolve reads `then` itself and turns a throwing getter into a rejection; the native `then`
+        // ignores a hostile own `then` on a real promise.
+        then.call(Promise.resolve(result), this.onFulfilled, this.onRejected);
+      } else queueMicrotask(() => this.onFulfilled(result));
     } catch (error) {
       // Never release synchronously inside start(): the scheduler may be mid-drain.
       queueMicrotask(() => this.onRejected(error));
-      return;
     }
-    if (result instanceof Promise) result.then(this.onFulfilled.bind(this), this.onRejected.bind(this));
-    else if (isThenable(result))
-      Promise.resolve(result).then(this.onFulfilled.bind(this), this.onRejected.bind(this));
-    else queueMicrotask(() => this.onFulfilled(result));
   }
 
-  private onFulfilled(value: unknown): void {
+  private readonly onFulfilled = (value: unknown): void => {
     this.ran('fulfilled', value);
-  }
+  };
 
-  private onRejected(error: unknown): void {
+  private readonly onRejected = (error: unknown): void => {
     // The worker pool sheds a call for this very task when its queue is full: that is a shed, not a failure.
-    const shed = error instanceof OverloadedError && error.tasks.includes(this.name);
+    const shed = isInstance(error, OverloadedError) && error.tasks.includes(this.name);
     this.ran(shed ? 'shed' : 'rejected', error);
-  }
+  };
 
   /** The task's promise settled: give the slot back and record the outcome (unless it was recorded already). */
   private ran(status: TaskStatus, valueOrError: unknown): void {
@@ -163,8 +170,12 @@ export class TaskRun implements Job {
         this.startGrace();
       }
     }
-    scope.runtime.count(this);
     this.call.onTaskSettled(this);
+  }
+
+  fallbackFailed(error: unknown, how: string): void {
+    this.fallbackFailure = `failed and its fallback ${how}`;
+    this.error = error;
   }
 
   /** The scheduler drops this queued task: its turn came too late for it to finish (503, not a late 504). */
@@ -205,11 +216,7 @@ export class TaskRun implements Job {
    * scheduler meanwhile (CPU work never makes IO tasks wait) and taken back, ahead of the request's waiting
    * tasks, before the task sees the result. A task settled meanwhile takes nothing back.
    */
-  worker<T>(
-    method: string,
-    args: readonly unknown[],
-    transfer: readonly Transferable[] | undefined,
-  ): Promise<T> {
+  worker<T>(method: string, args: readonly unknown[], transfer: readonly Transferable[] | undefined): Promise<T> {
     const scope = this.call.scope;
     let result: Promise<T>;
     try {
@@ -318,13 +325,11 @@ function onGraceOver(task: TaskRun): void {
   task.writeOff();
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
-}
+const then = Promise.prototype.then as (
+  this: Promise<unknown>,
+  onFulfilled: (value: unknown) => void,
+  onRejected: (error: unknown) => void,
+) => Promise<void>;
 
 /** `run` functions of `req.fanout.worker()` tasks, which need no IO slot (see {@link workerOnly}). */
 const WORKER_ONLY = new WeakSet<object>();
@@ -350,7 +355,7 @@ class Context implements TaskContext {
   }
 
   get deadline(): number {
-    return Math.round(performance.timeOrigin + this.task.deadline);
+    return Math.round(Date.now() + this.task.deadline - performance.now());
   }
 
   get remainingMs(): () => number {

@@ -90,6 +90,14 @@ export interface FanoutOptions {
    */
   workers?: WorkerOptions | false;
   /**
+   * How long after the deadline an asynchronous fallback (one that returns a promise, such as a cache read)
+   * may still settle: all the time a fallback used at the deadline gets, and what one used earlier gets on top
+   * of the budget left. A response whose tasks fall back at the deadline leaves by `budgetMs + fallbackMs`.
+   * Integer >= 0.
+   * @default 10
+   */
+  fallbackMs?: number;
+  /**
    * Called once for every task when it settles (after `Server-Timing` and `stats()` are updated). Must not
    * throw; an exception it throws is swallowed.
    */
@@ -104,7 +112,7 @@ export interface AdaptiveConcurrency {
   max?: number;
   /** Limit before any latency was measured. Integer in [min, max]. @default 32 */
   initial?: number;
-  /** Latency over the no-load level tolerated before the limit shrinks, as a ratio, 1 to 10. @default 1.1 */
+  /** Latency over the no-load level tolerated before the limit shrinks, as a ratio, 1 to 10. @default 1 */
   tolerance?: number;
   /** Absolute latency tolerated on top of it, ms (timer and event-loop jitter). Integer >= 0. @default 5 */
   slackMs?: number;
@@ -160,8 +168,13 @@ export interface TaskEvent {
   status: TaskStatus;
   /** Whether the task's `fallback` supplied its value. */
   fallback: boolean;
-  /** Time from the task being submitted (dependencies resolved) to its settlement, queue wait included. */
+  /**
+   * Time from the task being submitted (dependencies resolved) to its final value, queue wait and an
+   * asynchronous fallback's time included.
+   */
   ms: number;
+  /** How long an asynchronous fallback took, when one was awaited. */
+  fallbackMs?: number;
   error?: unknown;
 }
 
@@ -230,9 +243,11 @@ export interface TaskSpec<T = unknown> {
   timeoutMs?: number;
   /**
    * Makes the task optional: the value used when it fails, times out, is aborted or is shed, or a function
-   * of the error returning it.
+   * of the error returning it. A promise (or a function returning one, such as a cache read) is awaited
+   * until the deadline plus `fallbackMs`; if it rejects or runs out of time the task
+   * fails as if it had no fallback.
    */
-  fallback?: T | ((error: unknown) => T);
+  fallback?: T | PromiseLike<T> | ((error: unknown) => T | PromiseLike<T>);
   /**
    * Names of tasks of the same call whose values it needs (in `ctx.results`); it starts once they resolve.
    * In an object literal passed to `all()`, `settle()` or `gather()` only the names of sibling tasks compile,
@@ -311,8 +326,8 @@ type TaskGraphCheck<G> = string extends keyof G ? Tasks : { [K in keyof G]: Task
 type SpecValue<S> = S extends { run: (ctx: never) => infer R } ? Awaited<R> : never;
 type FallbackValue<S> = S extends { fallback: infer F }
   ? F extends (error: never) => infer G
-    ? G
-    : F
+    ? Awaited<G>
+    : Awaited<F>
   : never;
 
 /** The value type of one task (its fallback's type included). */
