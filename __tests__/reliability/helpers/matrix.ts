@@ -173,6 +173,8 @@ export interface Observed {
   writeHeads: number[];
   /** When each `writeHead` came, in ms since the request reached the app. */
   serverMs: number[];
+  /** What was left of the budget when the cell's handler started. */
+  startRemaining: number;
   /** Errors that reached Express's error handling. */
   errors: unknown[];
   /** Listeners left on the request's and the tasks' signals once everything settled. */
@@ -263,6 +265,7 @@ export async function runGroup(
         ms: 0,
         writeHeads: [],
         serverMs: [],
+        startRemaining: 0,
         errors: [],
         listeners: [],
         unhandled: [],
@@ -306,6 +309,7 @@ export async function runGroup(
         return (writeHead as (...a: unknown[]) => Response).apply(this, args);
       } as typeof res.writeHead;
       signals.push(req.fanout.signal);
+      observed.startRemaining = req.fanout.remainingMs();
       handler(req, res, next);
     });
     // Takes both slots of a `shed` cell's middleware (and its only thread, for a worker form) until released.
