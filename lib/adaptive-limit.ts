@@ -22,7 +22,7 @@ export const ADAPTIVE_DEFAULTS: AdaptiveLimitSettings = {
   min: 4,
   max: 1024,
   initial: 32,
-  tolerance: 1.1,
+  tolerance: 1,
   slackMs: 5,
   windowMs: 50,
   minSamples: 10,

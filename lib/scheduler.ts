@@ -35,6 +35,8 @@ export interface Job {
    */
   readonly deadline?: number;
   readonly submittedAt?: number;
+  /** Its task's name: service times are also kept per name, to judge whether it can still finish. */
+  readonly name?: string;
   /** Set by the scheduler when the job gets its slot, for the latency samples; `NaN` skips its sample. */
   startedAt?: number;
   /** Ends a queued job that will not be started (it can no longer finish); it leaves through {@link Scheduler.cancel}. */
@@ -126,8 +128,9 @@ export class Scheduler {
     }
     const admission = this.admission;
     if (admission !== null && job.deadline !== undefined) {
-      const left = job.deadline - (job.submittedAt ?? this.now());
-      if (admission.room(this.queued, left, this.limit) < 1) {
+      const now = job.submittedAt ?? this.now();
+      const left = job.deadline - now;
+      if (admission.room(this.queued, left, this.limit, now) < 1) {
         this.refusal = 'wait';
         this.refusedWaitMs = admission.expectedWaitMs(this.queued, this.limit);
         this.refusedLeftMs = left;
@@ -203,7 +206,8 @@ export class Scheduler {
         : 0;
     let room = Math.max(0, this.maxQueue - this.queued);
     if (this.admission !== null && deadline !== undefined) {
-      room = Math.min(room, this.admission.room(this.queued, deadline - this.now(), this.limit));
+      const now = this.now();
+      room = Math.min(room, this.admission.room(this.queued, deadline - now, this.limit, now));
     }
     return startable + room;
   }
@@ -227,6 +231,7 @@ export class Scheduler {
     if (!job.queued) return;
     this.unlink(lane, job);
     if (lane.waiting === 0 && lane.heapIndex >= 0) this.remove(lane.heapIndex);
+    if (this.queued === 0 && this.admission !== null) this.admission.emptied(this.now());
     this.notifyIfIdle();
   }
 
@@ -235,7 +240,7 @@ export class Scheduler {
     const inFlight = this.running;
     this.running--;
     lane.running--;
-    if (this.timed && job?.startedAt !== undefined) this.sample(job.startedAt, inFlight);
+    if (this.timed && job?.startedAt !== undefined) this.sample(job.startedAt, inFlight, job.name);
     if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
     this.drain();
     this.notifyIfIdle();
@@ -273,10 +278,10 @@ export class Scheduler {
   }
 
   /** A slot held since `startedAt` was freed: feeds the drain rate, the service time and the adaptive limit. */
-  private sample(startedAt: number, inFlight: number): void {
+  private sample(startedAt: number, inFlight: number, name: string | undefined): void {
     const now = this.now();
     const held = now - startedAt; // NaN for a job that lent its slot meanwhile: not a sample of the downstream
-    this.admission?.released(now, held, this.queued > 0);
+    this.admission?.released(now, held, this.queued > 0, name);
     const adaptive = this.adaptive;
     if (adaptive !== null && held >= 0 && adaptive.sample(now, held, inFlight)) {
       this.limit = Math.min(this.concurrency, adaptive.limit);
@@ -294,7 +299,7 @@ export class Scheduler {
       let job = lane.head!;
       if (admission !== null) {
         // The oldest waiting task first: dropped if it can no longer finish (then look again).
-        if (job.deadline !== undefined && job.drop && !admission.canFinish(job.deadline - now)) {
+        if (job.deadline !== undefined && job.drop && !admission.canFinish(job.deadline - now, job.name)) {
           this.dropJob(lane, job, job.deadline - now);
           continue;
         }
@@ -311,13 +316,14 @@ export class Scheduler {
       if (this.timed) job.startedAt = now;
       job.start();
     }
+    if (this.queued === 0) admission?.emptied(now);
   }
 
   /** Drops a queued job that can no longer finish; what its end settles must not re-enter the drain. */
   private dropJob(lane: Lane, job: Job, leftMs: number): void {
     const detail =
       `${leftMs > 0 ? `only ${Math.round(leftMs)} ms` : 'no time'} left when its turn came, ` +
-      `about ${Math.round(this.admission!.service.value)} ms of work ${this.occupancy()}`;
+      `about ${Math.round(this.admission!.serviceOf(job.name))} ms of work ${this.occupancy()}`;
     this.holds++;
     try {
       job.drop!(detail);
@@ -348,7 +354,7 @@ export class Scheduler {
     job.nextJob = job.prevJob = null;
     job.queued = false;
     lane.waiting--;
-    if (--this.queued === 0) this.admission?.emptied();
+    this.queued--;
   }
 
   private notifyIfIdle(): void {

@@ -65,6 +65,7 @@ describe('fanout() options', () => {
     expect(make().stats()).toEqual({
       running: 0,
       queued: 0,
+      limit: 32,
       completed: 0,
       failed: 0,
       timedOut: 0,

@@ -139,7 +139,10 @@ export function simulateOverload(o: SimOptions): SimResult {
     deadline: number;
     state: 'queued' | 'running' | 'done' = 'queued';
     inDownstream: 'none' | 'waiting' | 'serving' = 'none';
-    constructor(readonly request: Request) {
+    constructor(
+      readonly request: Request,
+      readonly name: string,
+    ) {
       this.submittedAt = now;
       this.deadline = request.deadline;
     }
@@ -191,7 +194,7 @@ export function simulateOverload(o: SimOptions): SimResult {
         this.over = true;
         return;
       }
-      for (let i = 0; i < o.calls; i++) this.tasks.push(new Task(this));
+      for (let i = 0; i < o.calls; i++) this.tasks.push(new Task(this, `call${i}`));
       for (const t of this.tasks) {
         if (this.over) break;
         if (scheduler.submit(this.lane, t) === 'shed') {
