@@ -1,4 +1,4 @@
-import { delay } from './helpers/async';
+import { delay, waitFor } from './helpers/async';
 import { expressVersions } from './helpers/express-versions';
 import { report, timed, useHarness } from './helpers/harness';
 
@@ -63,5 +63,47 @@ describe.each(expressVersions)('admission under overload (%s)', (_version, expre
     expect(fo.stats().limit).toBe(8);
     await http.get('/').expect(200);
     expect(fo.stats().limit).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe.each(expressVersions)('admission when the queue outgrows the budget (%s)', (_version, express) => {
+  const { serve } = useHarness(express);
+
+  it('answers what it cannot serve in time with a 503 by its deadline, never a 504, and serves the rest', async () => {
+    // fairness.test.ts's case with admission on: 20 requests of 4 tasks of 50 ms on 4 slots (1000 ms of work)
+    // against a 700 ms budget. They all arrive before the first task ends, when nothing is measured yet (only
+    // `maxQueue` bounds the queue then): the ones that cannot finish are dropped when their turn comes.
+    const arrived: number[] = [];
+    const { http, fo } = await serve(
+      { concurrency: 4, perRequest: 4, budgetMs: 700, maxQueue: 10000 },
+      (app) =>
+        app.get(
+          '/:r',
+          report(async (req) => {
+            arrived.push(Number(req.params.r));
+            const tasks: Record<string, () => Promise<number>> = {};
+            for (let j = 0; j < 4; j++) tasks[`t${j}`] = () => delay(50, j);
+            return req.fanout.all(tasks);
+          }),
+        ),
+    );
+    const outcomes: Promise<{ ok: boolean; status?: number; ms: number }>[] = [];
+    for (let r = 0; r < 20; r++) {
+      outcomes.push(
+        timed(http.get(`/${r}`)).then(({ value, ms }) => ({
+          ok: (value.body as { ok: boolean }).ok,
+          status: (value.body as { error?: { status?: number } }).error?.status,
+          ms,
+        })),
+      );
+      await waitFor(() => arrived.length === r + 1, `request ${r} to arrive`);
+    }
+    const results = await Promise.all(outcomes);
+    const served = results.filter((r) => r.ok);
+    const shed = results.filter((r) => !r.ok);
+    expect(served.length).toBeGreaterThanOrEqual(10);
+    expect(shed.every((r) => r.status === 503)).toBe(true);
+    expect(shed.every((r) => r.ms < 700 + 20)).toBe(true);
+    expect(fo.stats().timedOut).toBe(0);
   });
 });
