@@ -12,10 +12,19 @@ import {
   TaskFailedError,
   WorkerScriptError,
 } from './errors';
-import type { Scope } from './scope';
+import { clear, timerIn } from './deadline';
 import type { TaskDef } from './task-def';
-import { TaskRun } from './task';
+import { TaskRun, type RequestHost, type TaskHost } from './task';
 import type { Settled, TaskStatus } from './types';
+
+/** What a call needs from its request (scope.ts has it; passed down as this interface, never imported). */
+export interface CallHost extends RequestHost {
+  /** The request's deadline, performance ms. */
+  readonly deadlineAt: number;
+  /** The client left before the response. */
+  readonly disconnected: boolean;
+  untrack(call: Call): void;
+}
 
 export type Mode = 'all' | 'settle';
 
@@ -24,7 +33,7 @@ export type Mode = 'all' | 'settle';
  * In `all` mode the first required failure aborts the siblings and rejects the call; in `settle` mode every
  * task runs to its own end.
  */
-export class Call {
+export class Call implements TaskHost {
   readonly tasks: TaskRun[];
   readonly deadline: number;
   /** The budget that bounds this call when it is tighter than the request's, for error messages. */
@@ -42,7 +51,7 @@ export class Call {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    readonly scope: Scope,
+    readonly scope: CallHost,
     defs: readonly TaskDef[],
     readonly mode: Mode,
     budgetMs: number | undefined,
@@ -55,8 +64,7 @@ export class Call {
     if (budgetMs !== undefined && performance.now() + budgetMs < deadline) {
       deadline = performance.now() + budgetMs;
       this.budgetMs = budgetMs;
-      this.timer = setTimeout(onCallDeadline, budgetMs, this);
-      this.timer.unref();
+      this.timer = timerIn(budgetMs, onCallDeadline, this);
     }
     this.deadline = deadline;
     const tasks = (this.tasks = new Array<TaskRun>(defs.length));
@@ -206,11 +214,11 @@ export class Call {
       } else task.fallbackFailed(result, how!);
       this.fallbackSettled(task);
     };
-    timer = setTimeout(
-      () => done(false, task.error, `did not finish within ${Math.ceil(allowance)} ms`),
+    timer = timerIn(
       allowance,
+      () => done(false, task.error, `did not finish within ${Math.ceil(allowance)} ms`),
+      undefined,
     );
-    timer.unref();
     task.fallbackPending = true;
     // The thenable's own `then`, called once; whatever it does (throws, calls back twice, never) is contained.
     new Promise((resolve, reject) =>
@@ -297,10 +305,7 @@ export class Call {
       return;
     }
     this.done = true;
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    this.timer = clear(this.timer);
     this.scope.untrack(this);
     if (error) return this.reject(error);
     // Task names are user input: `__proto__` must be an own key here too, not the result's prototype.

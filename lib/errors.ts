@@ -69,6 +69,26 @@ export class BudgetExceededError extends FanoutError {
   }
 }
 
+/**
+ * An optional task was not started: its name's recent p95 latency exceeds the time left (`skipWhenLate`), so it
+ * took its fallback at once, without a slot. 504 if its fallback fails too.
+ */
+export class TaskSkippedError extends FanoutError {
+  /** The name's recent p95 and the time that was left, ms. */
+  readonly p95Ms: number;
+  readonly leftMs: number;
+
+  constructor(task: string, p95Ms: number, leftMs: number) {
+    super(
+      `Task ${quote(task)} skipped: its recent p95 (${Math.round(p95Ms)} ms) exceeds the ${Math.max(0, Math.round(leftMs))} ms left`,
+      504,
+      [task],
+    );
+    this.p95Ms = p95Ms;
+    this.leftMs = leftMs;
+  }
+}
+
 /** A required task threw or rejected; `cause` holds what it threw. 502. */
 export class TaskFailedError extends FanoutError {
   constructor(task: string, cause: unknown, detail = 'failed') {

@@ -92,3 +92,41 @@ export class LatencyWindow {
     this.startedAt = now;
   }
 }
+
+/**
+ * The recent distribution of one kind of sample (a task name's latency): the last `size` samples in a ring and
+ * their quantiles (nearest rank). The ring is sorted again only once an eighth of it was replaced, so a read
+ * costs O(1) most of the time and a sort of `size` numbers now and then.
+ */
+export class PercentileWindow {
+  /** Samples held, at most `size`. */
+  count = 0;
+  private readonly ring: Float64Array;
+  private next = 0;
+  private sorted: Float64Array | null = null;
+  /** Samples added since the last sort. */
+  private fresh = 0;
+
+  constructor(readonly size = 128) {
+    this.ring = new Float64Array(size);
+  }
+
+  add(ms: number): void {
+    this.ring[this.next] = ms;
+    this.next = this.next + 1 === this.size ? 0 : this.next + 1;
+    if (this.count < this.size) this.count++;
+    this.fresh++;
+  }
+
+  /** The `q` quantile (0 to 1) of the samples held; `NaN` without samples. */
+  quantile(q: number): number {
+    const n = this.count;
+    if (n === 0) return Number.NaN;
+    if (this.sorted === null || this.fresh * 8 >= n) {
+      this.sorted = this.ring.slice(0, n).sort();
+      this.fresh = 0;
+    }
+    const rank = Math.min(n, Math.max(1, Math.ceil(q * n)));
+    return this.sorted[rank - 1]!;
+  }
+}

@@ -1,6 +1,7 @@
 import { resolveConcurrency, type AdaptiveLimitSettings } from './adaptive-limit';
 import { resolveAdmission, type AdmissionSettings } from './admission';
-import type { FanoutOptions, TaskEvent } from './types';
+import type { BudgetSettings } from './token-bucket';
+import type { BudgetOptions, FanoutOptions, TaskEvent } from './types';
 import { resolveWorkerOptions, type ResolvedWorkerOptions } from './workers/options';
 
 /** Options after validation, with every default applied. Internal. */
@@ -22,7 +23,15 @@ export interface ResolvedOptions {
   serverTiming: boolean;
   workers: ResolvedWorkerOptions | false;
   onTask: ((event: TaskEvent) => void) | undefined;
+  /** Retries and hedges allowed per task name (token-bucket.ts). */
+  retryBudget: BudgetSettings;
+  hedgeBudget: BudgetSettings;
 }
+
+/** Finagle's default retry budget: 20 % of first attempts over 10 s, plus 10 retries a second. */
+export const RETRY_BUDGET_DEFAULTS: BudgetSettings = { ratio: 0.2, minPerSecond: 10, windowMs: 10_000 };
+/** Hedges: 5 % of first attempts over 10 s, plus 1 a second. */
+export const HEDGE_BUDGET_DEFAULTS: BudgetSettings = { ratio: 0.05, minPerSecond: 1, windowMs: 10_000 };
 
 /** setTimeout fires at once above this; no budget or timeout may exceed it. */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -40,6 +49,8 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'serverTiming',
   'workers',
   'onTask',
+  'retryBudget',
+  'hedgeBudget',
 ];
 
 export function describe(value: unknown): string {
@@ -161,6 +172,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   }
 
   return {
+    retryBudget: resolveBudget('retryBudget', o.retryBudget, RETRY_BUDGET_DEFAULTS),
+    hedgeBudget: resolveBudget('hedgeBudget', o.hedgeBudget, HEDGE_BUDGET_DEFAULTS),
     budgetMs,
     maxBudgetMs,
     budgetHeader,
@@ -174,5 +187,39 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     serverTiming,
     workers: resolveWorkerOptions(o.workers),
     onTask: o.onTask,
+  };
+}
+
+const BUDGET_KEYS = ['ratio', 'minPerSecond', 'windowMs'];
+
+/** `retryBudget` / `hedgeBudget`: `{ ratio?, minPerSecond?, windowMs? }`, each field defaulting on its own. */
+function resolveBudget(
+  name: string,
+  value: BudgetOptions | undefined,
+  defaults: BudgetSettings,
+): BudgetSettings {
+  if (value === undefined) return defaults;
+  if (!isPlainObject(value)) {
+    throw new TypeError(
+      `Expected \`${name}\` to be an object \`{ ratio?, minPerSecond?, windowMs? }\`, got ${describe(value)}`,
+    );
+  }
+  rejectUnknown(value, BUDGET_KEYS, `${name}.`);
+  const number = (key: string, v: unknown, max: number): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) {
+      throw new TypeError(`Expected \`${name}.${key}\` to be a number from 0 to ${max}, got ${describe(v)}`);
+    }
+    return v;
+  };
+  return {
+    ratio: value.ratio === undefined ? defaults.ratio : number('ratio', value.ratio, 1000),
+    minPerSecond:
+      value.minPerSecond === undefined
+        ? defaults.minPerSecond
+        : number('minPerSecond', value.minPerSecond, 1e6),
+    windowMs:
+      value.windowMs === undefined
+        ? defaults.windowMs
+        : integer(`${name}.windowMs`, value.windowMs, 10, 3_600_000),
   };
 }

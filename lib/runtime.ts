@@ -3,13 +3,37 @@ import type { ResolvedOptions } from './options';
 import { performance } from 'node:perf_hooks';
 import { AdaptiveLimit } from './adaptive-limit';
 import { Admission } from './admission';
+import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
-import type { TaskRun } from './task';
-import type { FanoutStats, TaskEvent } from './types';
+import { SingleFlight } from './single-flight';
+import { TokenBucket } from './token-bucket';
+import type { FanoutStats, TaskEvent, TaskStatus } from './types';
 import { WorkerPool } from './workers';
 import { WorkerScriptError } from './errors';
 
 const debug = createDebug('express-fanout');
+
+/** What {@link Runtime.count} reads of a settled task (task.ts has it; this file imports nothing above it). */
+export interface CountedTask {
+  readonly name: string;
+  readonly status: TaskStatus | undefined;
+  readonly usedFallback: boolean;
+  readonly submittedAt: number;
+  readonly settledAt: number;
+  readonly fallbackMs: number;
+  readonly error: unknown;
+  readonly attempts: number;
+  readonly coalesced: boolean;
+}
+
+/** What the middleware knows of one task name: its recent latency, its retry and hedge budgets. */
+interface NameState {
+  latency: PercentileWindow;
+  budgets: { retry: TokenBucket; hedge: TokenBucket } | null;
+}
+
+/** Names remembered at most (names are code, but `run(task, name)` may be given anything). */
+const MAX_NAMES = 10_000;
 
 /** What one `fanout()` middleware shares across its requests: the scheduler, the counters, the worker pool. */
 export class Runtime {
@@ -20,7 +44,23 @@ export class Runtime {
   nextLaneId = 0;
   private pool: WorkerPool | null = null;
   private closing: Promise<void> | null = null;
-  private readonly counters = { completed: 0, failed: 0, timedOut: 0, aborted: 0, shed: 0, abandoned: 0 };
+  readonly counters = {
+    completed: 0,
+    failed: 0,
+    timedOut: 0,
+    aborted: 0,
+    shed: 0,
+    abandoned: 0,
+    retries: 0,
+    retriesDenied: 0,
+    hedges: 0,
+    hedgeWins: 0,
+    coalesced: 0,
+    skipped: 0,
+  };
+  /** Executions shared by tasks of equal `key`. */
+  readonly flights = new SingleFlight();
+  private readonly names = new Map<string, NameState>();
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
@@ -43,8 +83,41 @@ export class Runtime {
     return (this.pool = new WorkerPool(this.options.workers));
   }
 
+  private name(name: string): NameState {
+    let state = this.names.get(name);
+    if (state === undefined) {
+      if (this.names.size >= MAX_NAMES) this.names.delete(this.names.keys().next().value!);
+      this.names.set(name, (state = { latency: new PercentileWindow(), budgets: null }));
+    }
+    return state;
+  }
+
+  /** A latency sample of a task name: an attempt's time from its slot to fulfilment (or to being cut). */
+  sample(name: string, ms: number): void {
+    this.name(name).latency.add(ms);
+  }
+
+  /** The name's recent `q` quantile, ms; `NaN` with fewer than `minSamples` samples. */
+  quantile(name: string, q: number, minSamples = 20): number {
+    const latency = this.names.get(name)?.latency;
+    return latency !== undefined && latency.count >= minSamples ? latency.quantile(q) : Number.NaN;
+  }
+
+  /** The name's retry and hedge budgets, made on first use. */
+  budgets(name: string): { retry: TokenBucket; hedge: TokenBucket } {
+    const state = this.name(name);
+    if (state.budgets === null) {
+      const now = performance.now();
+      state.budgets = {
+        retry: new TokenBucket(this.options.retryBudget, now),
+        hedge: new TokenBucket(this.options.hedgeBudget, now),
+      };
+    }
+    return state.budgets;
+  }
+
   /** Counts a settled task and tells `onTask`. */
-  count(task: TaskRun): void {
+  count(task: CountedTask): void {
     const c = this.counters;
     switch (task.status) {
       case 'fulfilled':
@@ -63,6 +136,9 @@ export class Runtime {
         c.shed++;
         debug('shed %s: %s', task.name, (task.error as Error).message);
         break;
+      case 'skipped':
+        c.skipped++;
+        break;
     }
     const onTask = this.options.onTask;
     if (!onTask) return;
@@ -71,7 +147,9 @@ export class Runtime {
       status: task.status!,
       fallback: task.usedFallback,
       ms: task.settledAt + task.fallbackMs - task.submittedAt,
+      attempts: task.attempts,
     };
+    if (task.coalesced) event.coalesced = true;
     if (task.fallbackMs > 0) event.fallbackMs = task.fallbackMs;
     if (task.status !== 'fulfilled') event.error = task.error;
     try {
@@ -81,9 +159,9 @@ export class Runtime {
     }
   }
 
-  abandon(task: TaskRun): void {
+  abandon(name: string): void {
     this.counters.abandoned++;
-    debug('abandoned %s: it ignored its abort signal for %d ms', task.name, this.options.graceMs);
+    debug('abandoned %s: it ignored its abort signal for %d ms', name, this.options.graceMs);
   }
 
   stats(): FanoutStats {

@@ -151,6 +151,20 @@ export class Scheduler {
   }
 
   /**
+   * Starts the job only if a slot is free now and nobody waits (neither in the queue's heap nor in its own
+   * lane): a hedge, which never queues and never takes a slot someone waits for. Returns whether it started.
+   */
+  tryStart(lane: Lane, job: Job): boolean {
+    if (lane.running >= this.perRequest || this.running >= this.limit) return false;
+    if (this.heap.length !== 0 || lane.waiting !== 0) return false;
+    this.running++;
+    lane.running++;
+    if (this.timed) job.startedAt = this.now();
+    job.start();
+    return true;
+  }
+
+  /**
    * A running job gives its slot back for a while (it waits on a worker thread): the slot goes to the next job,
    * and the job counts as `away` (so {@link idle} still waits for it) until it calls {@link retake} or
    * {@link returned}. Safe inside a job's `start()`.

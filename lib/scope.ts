@@ -3,7 +3,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import onHeaders from 'on-headers';
 import { parseBudgetHeader } from './budget-header';
-import { Call, round, type Mode } from './call';
+import { Call, round, type CallHost, type Mode } from './call';
+import { clear, epochOf, remaining, timerAt } from './deadline';
 import { BudgetExceededError, ClientClosedError, FanoutError, quietly } from './errors';
 import { describe, integer, rejectUnknown } from './options';
 import type { Runtime } from './runtime';
@@ -34,7 +35,7 @@ type End = 'deadline' | 'disconnect' | 'finished';
  * `res` listener and `Server-Timing` hook are set up on first use, so a handler that never fans out pays
  * nothing more, while its budget still counts from when the middleware saw the request.
  */
-export class Scope implements Fanout {
+export class Scope implements Fanout, CallHost {
   private active = false;
   budgetMs = 0;
   /** The request deadline in `performance.now()` ms. */
@@ -105,12 +106,12 @@ export class Scope implements Fanout {
   /** Epoch ms in the caller's clock: `Date.now()` plus what is left, read now (NTP steps and fake clocks agree). */
   get deadline(): number {
     this.activate();
-    return Math.round(Date.now() + this.deadlineAt - performance.now());
+    return epochOf(this.deadlineAt);
   }
 
   remainingMs(): number {
     this.activate();
-    return Math.max(0, this.deadlineAt - performance.now());
+    return remaining(this.deadlineAt);
   }
 
   timings(): TaskTiming[] {
@@ -190,12 +191,8 @@ export class Scope implements Fanout {
     this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
     this.calls = new Set();
     const left = this.deadlineAt - performance.now();
-    if (left > 0) {
-      // A whole number of ms: Node keeps one timer list per duration, so requests with the same budget share
-      // one list (an O(1) append) instead of each adding a list to the timers' priority queue.
-      this.timer = setTimeout(onDeadline, Math.ceil(left), this);
-      this.timer.unref();
-    } else this.end('deadline');
+    if (left > 0) this.timer = timerAt(this.deadlineAt, onDeadline, this);
+    else this.end('deadline');
     // The response may be over before the handler first used `req.fanout`: its 'close' has then come and gone.
     const socket = this.req.socket as Socket | null;
     if (this.res.writableEnded) this.end('finished');
@@ -230,10 +227,7 @@ export class Scope implements Fanout {
 
   /** The deadline passed, the client left or the response went out: end whatever is still pending. */
   end(reason: End): void {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    this.timer = clear(this.timer);
     if (this.ended === 'disconnect' || this.ended === 'finished') return;
     if (this.ended === 'deadline' && reason === 'finished') {
       this.ended = reason;

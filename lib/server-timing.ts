@@ -1,6 +1,12 @@
 import { performance } from 'node:perf_hooks';
-import type { Scope } from './scope';
 import type { TaskRun } from './task';
+
+/** What the header is made from: one request's tasks and its arrival (scope.ts has them). */
+export interface TimedRequest {
+  readonly tasks: readonly TaskRun[];
+  /** When the middleware saw the request, performance ms. */
+  readonly arrival: number;
+}
 
 /** A header token (RFC 9110): task names made of these characters are written as they are. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -25,7 +31,7 @@ const TAIL_BYTES = 64;
  * out, so it is one loop and string concatenation: no closures, no `toFixed`, and a name is rewritten only
  * when it is not already a short token.
  */
-export function serverTimingOf(scope: Scope, maxBytes = MAX_BYTES): string {
+export function serverTimingOf(scope: TimedRequest, maxBytes = MAX_BYTES): string {
   const now = performance.now();
   const tasks = scope.tasks;
   const room = maxBytes - TAIL_BYTES;
@@ -59,7 +65,19 @@ function tenths(ms: number): number {
 }
 
 function describeOutcome(task: TaskRun): string | undefined {
+  const outcome = outcomeOf(task);
+  // The attempts, where there was more than one: `retried 2`, `hedged`; a shared execution: `coalesced`.
+  if (task.attempts <= 1 && !task.coalesced) return outcome;
+  let attempts = task.coalesced ? 'coalesced' : '';
+  if (task.retried > 0) attempts = `retried ${task.retried}`;
+  if (task.hedged > 0) attempts += attempts === '' ? 'hedged' : ', hedged';
+  if (attempts === '') return outcome;
+  return outcome === undefined ? attempts : `${outcome}, ${attempts}`;
+}
+
+function outcomeOf(task: TaskRun): string | undefined {
   if (task.state !== 'settled') return task.state;
+  if (task.status === 'skipped') return 'skipped';
   if (task.fallbackPending) return 'fallback pending';
   if (task.usedFallback) return task.fallbackMs > 0 ? `fallback ${tenths(task.fallbackMs)} ms` : 'fallback';
   switch (task.status) {

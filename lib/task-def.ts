@@ -11,11 +11,40 @@ export interface TaskDef {
   fallback: unknown;
   /** Indexes into the same definition list. */
   after: readonly number[];
+  retries: RetryPolicy | undefined;
+  attemptTimeoutMs: number | undefined;
+  /** A delay in ms, or the quantile (0.9, 0.95, 0.99) of the name's recent latency. */
+  hedgeMs: number | undefined;
+  hedgeQuantile: number | undefined;
+  hedges: number;
+  key: string | undefined;
+  /** Only ever true for a task with a fallback. */
+  skipWhenLate: boolean;
 }
 
-const SPEC_KEYS = ['run', 'timeoutMs', 'fallback', 'after', 'retries', 'hedgeMs', 'key'];
-const PLANNED = ['retries', 'hedgeMs', 'key'];
+export interface RetryPolicy {
+  max: number;
+  backoffMs: number;
+  retryOn: ((error: unknown) => boolean) | undefined;
+}
+
+const SPEC_KEYS = [
+  'run',
+  'timeoutMs',
+  'fallback',
+  'after',
+  'retries',
+  'attemptTimeoutMs',
+  'hedgeMs',
+  'hedges',
+  'key',
+  'skipWhenLate',
+];
+const RETRY_KEYS = ['max', 'backoffMs', 'retryOn'];
+const QUANTILES: Record<string, number> = { p90: 0.9, p95: 0.95, p99: 0.99 };
 const NONE: readonly number[] = [];
+/** Retries at most, whatever the budget: each waits for a slot and a token anyway. */
+const MAX_RETRIES = 100;
 
 /**
  * Validates a call's tasks before anything starts, so bad input loses nothing: a non-function task, an
@@ -39,6 +68,13 @@ export function parseTasks(tasks: unknown, where = 'tasks'): TaskDef[] {
         hasFallback: false,
         fallback: undefined,
         after: NONE,
+        retries: undefined,
+        attemptTimeoutMs: undefined,
+        hedgeMs: undefined,
+        hedgeQuantile: undefined,
+        hedges: 1,
+        key: undefined,
+        skipWhenLate: false,
       };
       continue;
     }
@@ -57,22 +93,70 @@ function parseSpec(name: string, task: unknown): TaskDef {
   }
   const spec = task as Record<string, unknown>;
   naming(name, () => rejectUnknown(task, SPEC_KEYS));
-  for (const key of PLANNED) {
-    if (spec[key] !== undefined) {
-      throw new TypeError(
-        `Task ${quote(name)}: option \`${key}\` is not available in express-fanout 0.1 (it is planned)`,
-      );
+  const hasFallback = 'fallback' in spec;
+  return naming(name, () => {
+    const hedge = parseHedge(spec.hedgeMs);
+    if (spec.key !== undefined && (typeof spec.key !== 'string' || spec.key === '')) {
+      throw new TypeError(`Expected \`key\` to be a non-empty string, got ${describe(spec.key)}`);
     }
+    if (spec.skipWhenLate !== undefined && typeof spec.skipWhenLate !== 'boolean') {
+      throw new TypeError(`Expected \`skipWhenLate\` to be a boolean, got ${describe(spec.skipWhenLate)}`);
+    }
+    return {
+      name,
+      run: spec.run as TaskFn,
+      timeoutMs: spec.timeoutMs === undefined ? undefined : integer('timeoutMs', spec.timeoutMs, 1),
+      hasFallback,
+      fallback: spec.fallback,
+      after: NONE,
+      retries: parseRetries(spec.retries),
+      attemptTimeoutMs:
+        spec.attemptTimeoutMs === undefined
+          ? undefined
+          : integer('attemptTimeoutMs', spec.attemptTimeoutMs, 1),
+      hedgeMs: hedge.ms,
+      hedgeQuantile: hedge.quantile,
+      hedges: spec.hedges === undefined ? 1 : integer('hedges', spec.hedges, 1, 10),
+      key: spec.key as string | undefined,
+      skipWhenLate: hasFallback && spec.skipWhenLate !== false,
+    };
+  });
+}
+
+/** `retries: 2` or `retries: { max: 2, backoffMs: 20, retryOn: (error) => … }`; `0` is no retry. */
+function parseRetries(value: unknown): RetryPolicy | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number') {
+    const max = integer('retries', value, 0, MAX_RETRIES);
+    return max === 0 ? undefined : { max, backoffMs: 10, retryOn: undefined };
   }
-  return {
-    name,
-    run: spec.run as TaskFn,
-    timeoutMs:
-      spec.timeoutMs === undefined ? undefined : naming(name, () => integer('timeoutMs', spec.timeoutMs, 1)),
-    hasFallback: 'fallback' in spec,
-    fallback: spec.fallback,
-    after: NONE,
-  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      `Expected \`retries\` to be an integer from 0 to ${MAX_RETRIES} or \`{ max, backoffMs?, retryOn? }\`, ` +
+        `got ${describe(value)}`,
+    );
+  }
+  rejectUnknown(value, RETRY_KEYS, 'retries.');
+  const o = value as { max?: unknown; backoffMs?: unknown; retryOn?: unknown };
+  const max = integer('retries.max', o.max, 0, MAX_RETRIES);
+  const backoffMs = o.backoffMs === undefined ? 10 : integer('retries.backoffMs', o.backoffMs, 0);
+  if (o.retryOn !== undefined && typeof o.retryOn !== 'function') {
+    throw new TypeError(`Expected \`retries.retryOn\` to be a function, got ${describe(o.retryOn)}`);
+  }
+  if (max === 0) return undefined;
+  return { max, backoffMs, retryOn: o.retryOn as RetryPolicy['retryOn'] };
+}
+
+function parseHedge(value: unknown): { ms: number | undefined; quantile: number | undefined } {
+  if (value === undefined) return { ms: undefined, quantile: undefined };
+  if (typeof value === 'string') {
+    const quantile = Object.hasOwn(QUANTILES, value) ? QUANTILES[value] : undefined;
+    if (quantile !== undefined) return { ms: undefined, quantile };
+  } else if (typeof value === 'number') return { ms: integer('hedgeMs', value, 1), quantile: undefined };
+  throw new TypeError(
+    `Expected \`hedgeMs\` to be an integer from 1 to 2147483647 or one of \`'p90'\`, \`'p95'\`, \`'p99'\`, ` +
+      `got ${describe(value)}`,
+  );
 }
 
 function resolveAfter(names: string[], tasks: Record<string, { after?: unknown }>, defs: TaskDef[]): void {

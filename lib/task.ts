@@ -1,29 +1,57 @@
 import { performance } from 'node:perf_hooks';
-import { BudgetExceededError, isInstance, OverloadedError, quietly } from './errors';
-import type { Job } from './scheduler';
-import type { Call } from './call';
+import { Attempt, type AttemptStatus } from './attempt';
+import { clear, timerIn, within } from './deadline';
+import {
+  BudgetExceededError,
+  ClientClosedError,
+  FanoutError,
+  isInstance,
+  OverloadedError,
+  quietly,
+  quote,
+  TaskSkippedError,
+} from './errors';
+import type { Runtime } from './runtime';
+import type { Lane } from './scheduler';
+import type { Flight, FlightWaiter } from './single-flight';
 import type { TaskDef } from './task-def';
-import type {
-  TaskContext,
-  TaskStatus,
-  Transferable,
-  WorkerArgs,
-  WorkerMethodName,
-  WorkerResult,
-} from './types';
+import type { TaskStatus } from './types';
 
 type State = 'waiting' | 'queued' | 'running' | 'settled';
 
-/**
- * One task of one call, from submission to settlement. Two ends are kept apart on purpose: the *outcome*
- * (reported once to the call: value, timeout, abort …) and the *slot* (given back to the scheduler only when
- * the task's promise really settles, or `graceMs` after it was aborted, when it is written off).
- */
-export class TaskRun implements Job {
-  nextJob: Job | null = null;
-  prevJob: Job | null = null;
-  queued = false;
+/** What a task needs from its request (scope.ts has it; passed down as this interface, never imported). */
+export interface RequestHost {
+  readonly runtime: Runtime;
+  readonly lane: Lane;
+  readonly budgetMs: number;
+  /** The request is over: deadline passed, client gone or response sent. */
+  readonly over: boolean;
+  /** How a task submitted now must end at once because the request is over, if it is. */
+  ending(name: string): { status: TaskStatus; error: FanoutError } | undefined;
+  outboundHeaders(deadline: number): Record<string, string>;
+}
 
+/** What a task needs from its call (call.ts has it). */
+export interface TaskHost {
+  readonly scope: RequestHost;
+  /** The call's deadline, performance ms. */
+  readonly deadline: number;
+  /** The call's own budget when tighter than the request's, for error messages. */
+  readonly budgetMs: number | undefined;
+  onTaskSettled(task: TaskRun): void;
+}
+
+/** Assumed duration of an attempt of a name never seen fulfil, ms: a retry needs its backoff plus this. */
+const MIN_ATTEMPT_MS = 5;
+
+/**
+ * One task of one call, from submission to its outcome: its deadline, fallback (applied by the call),
+ * dependencies, and its policy over attempts (attempt.ts): retries after a failed attempt, hedges while one is
+ * slow, an execution shared with other tasks of the same `key` (single-flight.ts), or none at all when its
+ * name's recent latency says it cannot finish (`skipWhenLate`). The outcome is reported once to the call; the
+ * attempts' slots are their own business.
+ */
+export class TaskRun implements FlightWaiter {
   state: State = 'waiting';
   status: TaskStatus | undefined = undefined;
   value: unknown = undefined;
@@ -38,8 +66,6 @@ export class TaskRun implements Job {
   /** Submission (dependencies resolved) and settlement, in `performance.now()` ms. */
   submittedAt: number;
   settledAt = 0;
-  /** When it got its slot (set by the scheduler, which samples the time it held it); `NaN` once lent. */
-  startedAt = 0;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
   deadline: number;
 
@@ -49,161 +75,46 @@ export class TaskRun implements Job {
   pendingDeps = 0;
   results: Record<string, unknown> = EMPTY;
 
-  private holdsSlot = false;
-  /** The IO slot is lent to the scheduler while a `ctx.worker()` call waits or runs. */
-  private lentSlot = false;
-  private retaking: Promise<void> | null = null;
-  private controller: AbortController | null = null;
+  /** Attempts made (started or queued), and how many of them were retries and hedges. */
+  attempts = 0;
+  retried = 0;
+  hedged = 0;
+  /** Its outcome came from another task's execution with the same `key`. */
+  coalesced = false;
+
+  /** The attempt running or queued, and hedges running next to it. */
+  private attempt: Attempt | null = null;
+  private extra: Attempt[] | null = null;
+  private flight: Flight | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private graceTimer: NodeJS.Timeout | null = null;
+  private hedgeTimer: NodeJS.Timeout | null = null;
+  private backoffTimer: NodeJS.Timeout | null = null;
+  /** The failure that stands when a retry cannot be made or admitted. */
+  private lastStatus: TaskStatus = 'rejected';
+  private lastError: unknown = undefined;
 
   constructor(
-    readonly call: Call,
+    readonly host: TaskHost,
     readonly def: TaskDef,
   ) {
     this.submittedAt = performance.now();
-    this.deadline = call.deadline;
+    this.deadline = host.deadline;
   }
 
   get name(): string {
     return this.def.name;
   }
 
-  /** Dependencies resolved: ask for a slot within the deadline. */
-  submit(): void {
-    if (this.state !== 'waiting') return;
-    const scope = this.call.scope;
-    const now = (this.submittedAt = performance.now());
-    const { timeoutMs } = this.def;
-    const ownTimeout = timeoutMs !== undefined && now + timeoutMs < this.deadline;
-    if (ownTimeout) this.deadline = now + timeoutMs;
-    const ended = scope.ending(this.name);
-    if (ended) return this.settle(ended.status, ended.error);
-    if (this.deadline <= now) return this.settle('timeout', this.timeoutError());
-    const runtime = scope.runtime;
-    if (runtime.closed) {
-      return this.settle('shed', new OverloadedError([this.name], 'the middleware is closing', 5));
-    }
-    if (ownTimeout) {
-      this.timer = setTimeout(onTimeout, timeoutMs, this);
-      this.timer.unref();
-    }
-    this.state = 'queued';
-    const scheduler = runtime.scheduler;
-    if (scheduler.submit(scope.lane, this) === 'shed') {
-      this.state = 'waiting';
-      const detail = scheduler.shedDetail();
-      this.settle(
-        'shed',
-        quietly(() => new OverloadedError([this.name], detail)),
-      );
-    }
+  get request(): RequestHost {
+    return this.host.scope;
   }
 
-  /**
-   * The scheduler gave this task its slots. Everything the user's function returns or throws is hostile here,
-   * as in p-limit: a thrown value, a thenable whose `then` getter throws, a revoked Proxy. All of it becomes
-   * this task's rejection, never an exception into the scheduler (which is mid-drain) or an orphaned promise.
-   */
-  start(): void {
-    this.state = 'running';
-    this.holdsSlot = !this.slotless;
-    try {
-      const result = this.def.run(new Context(this));
-      if ((typeof result === 'object' && result !== null) || typeof result === 'function') {
-        // Promise.resolve reads `then` itself and turns a throwing getter into a rejection; the native `then`
-        // ignores a hostile own `then` on a real promise.
-        then.call(Promise.resolve(result), this.onFulfilled, this.onRejected);
-      } else queueMicrotask(() => this.onFulfilled(result));
-    } catch (error) {
-      // Never release synchronously inside start(): the scheduler may be mid-drain.
-      queueMicrotask(() => this.onRejected(error));
-    }
+  get runtime(): Runtime {
+    return this.host.scope.runtime;
   }
 
-  private readonly onFulfilled = (value: unknown): void => {
-    this.ran('fulfilled', value);
-  };
-
-  private readonly onRejected = (error: unknown): void => {
-    // The worker pool sheds a call for this very task when its queue is full: that is a shed, not a failure.
-    const shed = isInstance(error, OverloadedError) && error.tasks.includes(this.name);
-    this.ran(shed ? 'shed' : 'rejected', error);
-  };
-
-  /** The task's promise settled: give the slot back and record the outcome (unless it was recorded already). */
-  private ran(status: TaskStatus, valueOrError: unknown): void {
-    const scheduler = this.call.scope.runtime.scheduler;
-    // The slot is handed out only after the outcome is applied: a failure must drop the queued siblings it
-    // aborts before the freed slot could start one of them.
-    scheduler.hold();
-    try {
-      // Only a fulfilled task's time is a latency sample: a fast failure would read as a fast downstream.
-      if (status !== 'fulfilled') this.startedAt = Number.NaN;
-      this.releaseSlot();
-      if (this.state !== 'settled') this.settle(status, valueOrError);
-    } finally {
-      scheduler.resume();
-    }
-  }
-
-  /** Records the outcome once; aborts the work if it is still running, keeping its slot for `graceMs`. */
-  settle(status: TaskStatus, valueOrError: unknown): void {
-    if (this.state === 'settled') return;
-    const previous = this.state;
-    this.state = 'settled';
-    this.status = status;
-    this.settledAt = performance.now();
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    const scope = this.call.scope;
-    if (status === 'fulfilled') this.value = valueOrError;
-    else {
-      this.error = valueOrError;
-      if (previous === 'queued') scope.runtime.scheduler.cancel(scope.lane, this);
-      this.controller?.abort(valueOrError);
-      if (this.holdsSlot) {
-        // Aborted by us while running: the time it keeps the slot says nothing about the downstream's latency.
-        this.startedAt = Number.NaN;
-        this.startGrace();
-      }
-    }
-    this.call.onTaskSettled(this);
-  }
-
-  fallbackFailed(error: unknown, how: string): void {
-    this.fallbackFailure = `failed and its fallback ${how}`;
-    this.error = error;
-  }
-
-  /** The scheduler drops this queued task: its turn came too late for it to finish (503, not a late 504). */
-  drop(detail: string): void {
-    this.settle(
-      'shed',
-      quietly(() => new OverloadedError([this.name], detail)),
-    );
-  }
-
-  timeoutError(): BudgetExceededError {
-    const scope = this.call.scope;
-    const { timeoutMs } = this.def;
-    if (timeoutMs !== undefined && this.deadline < this.call.deadline) {
-      return new BudgetExceededError([this.name], timeoutMs, 'timeout');
-    }
-    return new BudgetExceededError([this.name], this.call.budgetMs ?? scope.budgetMs);
-  }
-
-  /** Created on first read of `ctx.signal`: tasks that never look at it cost no controller. */
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.state === 'settled' && this.status !== 'fulfilled' && this.status !== 'rejected') {
-        this.controller.abort(this.error);
-      }
-    }
-    return this.controller.signal;
+  get lane(): Lane {
+    return this.host.scope.lane;
   }
 
   /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
@@ -211,125 +122,321 @@ export class TaskRun implements Job {
     return WORKER_ONLY.has(this.def.run);
   }
 
-  /**
-   * `ctx.worker()`. The call waits for a thread and runs without this task's IO slot: the slot is lent to the
-   * scheduler meanwhile (CPU work never makes IO tasks wait) and taken back, ahead of the request's waiting
-   * tasks, before the task sees the result. A task settled meanwhile takes nothing back.
-   */
-  worker<T>(method: string, args: readonly unknown[], transfer: readonly Transferable[] | undefined): Promise<T> {
-    const scope = this.call.scope;
-    let result: Promise<T>;
-    try {
-      result = scope.runtime.workerPool().exec<T>(method, args, {
-        task: this.name,
-        signal: this.signal,
-        arrival: scope.lane.arrival,
-        lane: scope.lane.id,
-        ...(transfer ? { transfer } : {}),
-      });
-    } catch (error) {
-      return Promise.reject(error);
+  /** The deadline its attempts work to: its own, or the latest waiter's once it left a shared execution. */
+  get executionDeadline(): number {
+    return this.flight === null ? this.deadline : this.flight.deadline;
+  }
+
+  /** Dependencies resolved: skip, join a shared execution, or ask for a slot within the deadline. */
+  submit(): void {
+    if (this.state !== 'waiting') return;
+    const scope = this.host.scope;
+    const now = (this.submittedAt = performance.now());
+    const def = this.def;
+    const deadline = (this.deadline = within(this.deadline, now, def.timeoutMs));
+    const ended = scope.ending(this.name);
+    if (ended) return this.settle(ended.status, ended.error);
+    if (deadline <= now) return this.settle('timeout', this.timeoutError());
+    const runtime = scope.runtime;
+    if (runtime.closed) {
+      return this.settle('shed', new OverloadedError([this.name], 'the middleware is closing', 5));
     }
-    this.lendSlot();
-    return result.then(
-      (value) => this.retakeSlot().then(() => value),
-      (error: unknown) =>
-        this.retakeSlot().then(() => {
-          throw error;
-        }),
+    if (def.skipWhenLate) {
+      const p95 = runtime.quantile(this.name, 0.95);
+      if (p95 > deadline - now) {
+        return this.settle(
+          'skipped',
+          quietly(() => new TaskSkippedError(this.name, p95, deadline - now)),
+        );
+      }
+    }
+    if (deadline !== this.host.deadline) this.timer = timerIn(def.timeoutMs!, onTimeout, this);
+    if (def.key !== undefined) {
+      const { flight, joined } = runtime.flights.join(def.key, this);
+      this.flight = flight;
+      if (joined) {
+        this.coalesced = true;
+        this.state = 'running';
+        runtime.counters.coalesced++;
+        return;
+      }
+    }
+    if (def.retries !== undefined) runtime.budgets(this.name).retry.deposit(now);
+    if (def.hedgeMs !== undefined || def.hedgeQuantile !== undefined)
+      runtime.budgets(this.name).hedge.deposit(now);
+    this.state = 'queued';
+    const attempt = (this.attempt = new Attempt(this, this.attempts++, false));
+    const scheduler = runtime.scheduler;
+    if (scheduler.submit(scope.lane, attempt) === 'shed') {
+      this.attempt = null;
+      const detail = scheduler.shedDetail();
+      this.finish(
+        'shed',
+        quietly(() => new OverloadedError([this.name], detail)),
+      );
+    }
+  }
+
+  /** An attempt got its slot: arm its own limit and, for a first attempt or a retry, the hedge. */
+  attemptStarted(attempt: Attempt): void {
+    if (this.state === 'settled') return;
+    this.state = 'running';
+    const def = this.def;
+    const attemptMs = def.attemptTimeoutMs;
+    if (attemptMs !== undefined && attempt.ranAt + attemptMs < this.deadline) attempt.limit(attemptMs);
+    if (attempt.hedge || this.hedgeTimer !== null || this.hedged >= def.hedges) return;
+    if (def.hedgeMs === undefined && def.hedgeQuantile === undefined) return;
+    const delay = def.hedgeMs ?? this.runtime.quantile(this.name, def.hedgeQuantile!);
+    // No estimate yet (fewer than 20 samples), or the hedge would start at or after the deadline: none.
+    if (!(attempt.ranAt + delay < this.deadline)) return;
+    this.hedgeTimer = timerIn(Math.max(1, Math.round(delay)), onHedge, this);
+  }
+
+  /** An attempt's promise settled before anything ended it. */
+  attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void {
+    this.forget(attempt);
+    if (status === 'fulfilled') {
+      const runtime = this.runtime;
+      runtime.sample(this.name, performance.now() - attempt.ranAt);
+      if (attempt.hedge) runtime.counters.hedgeWins++;
+      if (this.attempt !== null || this.extra !== null) {
+        const lost = quietly(
+          () =>
+            new FanoutError(
+              `Task ${quote(this.name)}: attempt ${attempt.index} fulfilled first; this one is aborted`,
+              500,
+              [this.name],
+            ),
+        );
+        this.abortAttempts(lost, true);
+      }
+      return this.finish('fulfilled', valueOrError);
+    }
+    this.failed(status, valueOrError);
+  }
+
+  /** An attempt ran past `attemptTimeoutMs`: it is aborted (keeping its slot for `graceMs`) and counts as failed. */
+  attemptTimedOut(attempt: Attempt): void {
+    if (attempt.ended) return;
+    const ms = this.def.attemptTimeoutMs!;
+    const error = quietly(() => new BudgetExceededError([this.name], ms, 'timeout'));
+    this.forget(attempt);
+    const ran = attempt.abort(error);
+    if (ran === ran) this.runtime.sample(this.name, ran);
+    this.failed('timeout', error);
+  }
+
+  /** The scheduler dropped a queued attempt (its turn came too late): a first attempt is shed, a retry is not made. */
+  attemptDropped(attempt: Attempt, detail: string): void {
+    this.forget(attempt);
+    if (this.attempt !== null || this.extra !== null) return;
+    if (this.retried > 0) return this.finish(this.lastStatus, this.lastError);
+    this.finish(
+      'shed',
+      quietly(() => new OverloadedError([this.name], detail)),
     );
   }
 
-  private lendSlot(): void {
-    if (!this.holdsSlot || this.state === 'settled') return;
-    this.holdsSlot = false;
-    this.lentSlot = true;
-    this.startedAt = Number.NaN;
-    const scope = this.call.scope;
-    scope.runtime.scheduler.lend(scope.lane);
+  /** A failed attempt: wait for a hedge still running, retry if the policy and the budgets allow, or fail. */
+  private failed(status: TaskStatus, error: unknown): void {
+    this.lastStatus = status;
+    this.lastError = error;
+    if (this.attempt !== null || this.extra !== null) return;
+    if (this.state !== 'settled' && status !== 'shed' && this.retry(error)) return;
+    this.finish(status, error);
   }
 
-  /** Takes the lent slot back; resolves once the task holds it again, or at once if the task settled meanwhile. */
-  private retakeSlot(): Promise<void> {
-    if (!this.lentSlot) return Promise.resolve();
-    if (this.retaking) return this.retaking;
-    const scope = this.call.scope;
-    const scheduler = scope.runtime.scheduler;
-    if (this.state === 'settled') {
-      this.lentSlot = false;
-      scheduler.returned();
-      return Promise.resolve();
+  /**
+   * Schedules a retry after a full-jitter exponential backoff, if the task has retries left, `retryOn` accepts
+   * the error, the request is not over, what is left of the deadline holds the backoff and an attempt of the
+   * name's recent median, and the retry budget has a token. Returns whether it did.
+   */
+  private retry(error: unknown): boolean {
+    const policy = this.def.retries;
+    if (policy === undefined || this.retried >= policy.max) return false;
+    const scope = this.host.scope;
+    if (scope.over || isInstance(error, ClientClosedError)) return false;
+    if (policy.retryOn !== undefined) {
+      try {
+        if (!policy.retryOn(error)) return false;
+      } catch {
+        return false;
+      }
     }
-    this.retaking = new Promise<void>((resolve) => {
-      const signal = this.signal;
-      const retake: Job = {
-        nextJob: null,
-        prevJob: null,
-        queued: false,
-        start: () => {
-          signal.removeEventListener('abort', onSettled);
-          this.retaking = null;
-          this.lentSlot = false;
-          // Settled (fulfilled) while it waited: nothing needs the slot; give it back off the scheduler's stack.
-          if (this.state === 'settled') queueMicrotask(() => scheduler.release(scope.lane));
-          else this.holdsSlot = true;
-          resolve();
-        },
-      };
-      // Settled while waiting (deadline, abort, a failed sibling): leave the queue, take nothing.
-      const onSettled = (): void => {
-        scheduler.cancel(scope.lane, retake);
-        this.retaking = null;
-        this.lentSlot = false;
-        resolve();
-      };
-      signal.addEventListener('abort', onSettled, { once: true });
-      scheduler.retake(scope.lane, retake);
-    });
-    return this.retaking;
-  }
-
-  private releaseSlot(): void {
-    if (!this.holdsSlot) return;
-    this.holdsSlot = false;
-    if (this.graceTimer) {
-      clearTimeout(this.graceTimer);
-      this.graceTimer = null;
+    const runtime = scope.runtime;
+    const now = performance.now();
+    const backoff = Math.round(Math.random() * policy.backoffMs * 2 ** this.retried);
+    const typical = runtime.quantile(this.name, 0.5, 5);
+    const need = backoff + (typical === typical ? Math.max(typical, 1) : MIN_ATTEMPT_MS);
+    if (this.deadline - now < need) return false;
+    if (!runtime.budgets(this.name).retry.tryWithdraw(now)) {
+      runtime.counters.retriesDenied++;
+      return false;
     }
-    const scope = this.call.scope;
-    scope.runtime.scheduler.release(scope.lane, this);
+    runtime.counters.retries++;
+    this.retried++;
+    this.state = 'queued';
+    this.backoffTimer = timerIn(Math.max(1, backoff), onBackoff, this);
+    return true;
   }
 
-  private startGrace(): void {
-    const { graceMs } = this.call.scope.runtime.options;
-    if (graceMs === 0) return this.writeOff();
-    this.graceTimer = setTimeout(onGraceOver, graceMs, this);
-    this.graceTimer.unref();
+  /** The backoff is over: a new attempt waits for a slot like any task (a shed retry leaves the failure standing). */
+  retryNow(): void {
+    this.backoffTimer = null;
+    if (this.state === 'settled') return;
+    const scope = this.host.scope;
+    const ended = scope.ending(this.name);
+    if (ended) return this.settle(ended.status, ended.error);
+    if (scope.runtime.closed) return this.finish(this.lastStatus, this.lastError);
+    const attempt = (this.attempt = new Attempt(this, this.attempts++, false));
+    if (scope.runtime.scheduler.submit(scope.lane, attempt) === 'shed') {
+      this.attempt = null;
+      this.finish(this.lastStatus, this.lastError);
+    }
   }
 
-  /** The aborted task ignored its signal for `graceMs`: stop waiting for it and free its slot. */
-  writeOff(): void {
-    if (!this.holdsSlot) return;
-    this.graceTimer = null;
-    this.call.scope.runtime.abandon(this);
-    this.releaseSlot();
+  /**
+   * The hedge delay passed and the attempt still runs: one more attempt, only if a slot is free now with nobody
+   * waiting (a hedge never queues and never sheds anyone) and the hedge budget has a token.
+   */
+  hedge(): void {
+    this.hedgeTimer = null;
+    const primary = this.attempt;
+    if (this.state === 'settled' || primary === null || !primary.running) return;
+    const scope = this.host.scope;
+    const now = performance.now();
+    if (scope.over || this.deadline <= now) return;
+    const runtime = scope.runtime;
+    const budget = runtime.budgets(this.name).hedge;
+    if (budget.balance(now) < 1) return;
+    const attempt = new Attempt(this, this.attempts, true);
+    (this.extra ??= []).push(attempt);
+    if (!runtime.scheduler.tryStart(scope.lane, attempt)) {
+      this.forget(attempt);
+      return;
+    }
+    this.attempts++;
+    budget.tryWithdraw(now);
+    this.hedged++;
+    runtime.counters.hedges++;
+    if (this.hedged < this.def.hedges) {
+      const delay = now - primary.ranAt;
+      if (now + delay < this.deadline)
+        this.hedgeTimer = timerIn(Math.max(1, Math.round(delay)), onHedge, this);
+    }
+  }
+
+  /** The outcome of the task's own execution (its attempts): shared with the waiters of its key, then recorded. */
+  private finish(status: TaskStatus, valueOrError: unknown): void {
+    const flight = this.flight;
+    if (flight !== null && flight.owner === this) {
+      this.flight = null;
+      if (this.state !== 'settled') this.record(status, valueOrError);
+      flight.deliver(status as 'fulfilled', valueOrError);
+      return;
+    }
+    if (this.state === 'settled') return;
+    this.abortAttempts(valueOrError, false);
+    this.record(status, valueOrError);
+  }
+
+  /**
+   * Ends the task from outside (its timeout, the deadline, the client leaving, a failed sibling or dependency):
+   * records the outcome once and aborts its attempts, which keep their slots for `graceMs`. A task that owns an
+   * execution others still wait on (`key`) leaves it running for them.
+   */
+  settle(status: TaskStatus, valueOrError: unknown): void {
+    if (this.state === 'settled') return;
+    const flight = this.flight;
+    let keep = false;
+    if (flight !== null) {
+      keep = flight.leave(this, valueOrError);
+      if (!keep) this.flight = null;
+    }
+    if (!keep) this.abortAttempts(valueOrError, status === 'timeout');
+    this.record(status, valueOrError);
+    if (keep && this.attempt === null && this.extra === null) {
+      // Between attempts (a retry's backoff, cleared above): no attempt will come, the failure stands for all.
+      this.flight = null;
+      flight!.deliver(this.lastStatus as 'rejected', this.lastError);
+    }
+  }
+
+  /** A waiter of a shared execution: its outcome arrived. */
+  fromFlight(status: TaskStatus, valueOrError: unknown): void {
+    this.flight = null;
+    if (this.state !== 'settled') this.record(status, valueOrError);
+  }
+
+  /** The owner of a shared execution, after it left: the last waiter left too, so the execution is aborted. */
+  abandonExecution(reason: unknown): void {
+    this.flight = null;
+    this.abortAttempts(reason, false);
+  }
+
+  private record(status: TaskStatus, valueOrError: unknown): void {
+    this.state = 'settled';
+    this.status = status;
+    this.settledAt = performance.now();
+    this.timer = clear(this.timer);
+    this.hedgeTimer = clear(this.hedgeTimer);
+    this.backoffTimer = clear(this.backoffTimer);
+    if (status === 'fulfilled') this.value = valueOrError;
+    else this.error = valueOrError;
+    this.host.onTaskSettled(this);
+  }
+
+  /** Ends every live attempt; `sample`: their time so far is a (lower-bound) latency sample of the name. */
+  private abortAttempts(reason: unknown, sample: boolean): void {
+    const first = this.attempt;
+    const extra = this.extra;
+    this.attempt = null;
+    this.extra = null;
+    if (first !== null) this.abortOne(first, reason, sample);
+    if (extra !== null) for (const attempt of extra) this.abortOne(attempt, reason, sample);
+  }
+
+  private abortOne(attempt: Attempt, reason: unknown, sample: boolean): void {
+    const ran = attempt.abort(reason);
+    if (sample && ran === ran) this.runtime.sample(this.name, ran);
+  }
+
+  private forget(attempt: Attempt): void {
+    if (this.attempt === attempt) {
+      this.attempt = this.extra?.pop() ?? null;
+    } else if (this.extra !== null) {
+      const at = this.extra.indexOf(attempt);
+      if (at >= 0) this.extra.splice(at, 1);
+    }
+    if (this.extra !== null && this.extra.length === 0) this.extra = null;
+  }
+
+  fallbackFailed(error: unknown, how: string): void {
+    this.fallbackFailure = `failed and its fallback ${how}`;
+    this.error = error;
+  }
+
+  timeoutError(): BudgetExceededError {
+    const { timeoutMs } = this.def;
+    if (timeoutMs !== undefined && this.deadline < this.host.deadline) {
+      return new BudgetExceededError([this.name], timeoutMs, 'timeout');
+    }
+    return new BudgetExceededError([this.name], this.host.budgetMs ?? this.host.scope.budgetMs);
   }
 }
 
 function onTimeout(task: TaskRun): void {
   // With graceMs 0 the slot is freed inside settle(), before fail-fast drops the queued siblings.
-  task.call.scope.runtime.scheduler.held(() => task.settle('timeout', task.timeoutError()));
+  task.runtime.scheduler.held(() => task.settle('timeout', task.timeoutError()));
 }
 
-function onGraceOver(task: TaskRun): void {
-  task.writeOff();
+function onBackoff(task: TaskRun): void {
+  task.runtime.scheduler.held(() => task.retryNow());
 }
 
-const then = Promise.prototype.then as (
-  this: Promise<unknown>,
-  onFulfilled: (value: unknown) => void,
-  onRejected: (error: unknown) => void,
-) => Promise<void>;
+function onHedge(task: TaskRun): void {
+  task.hedge();
+}
 
 /** `run` functions of `req.fanout.worker()` tasks, which need no IO slot (see {@link workerOnly}). */
 const WORKER_ONLY = new WeakSet<object>();
@@ -341,48 +448,3 @@ export function workerOnly<F extends object>(run: F): F {
 }
 
 const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
-
-/**
- * What a task function receives: a thin view over its task, so nothing is allocated until it is read. The
- * methods are getters returning functions so that `({ signal, headers }) => fetch(url, { signal, headers:
- * headers() })` works unbound.
- */
-class Context implements TaskContext {
-  constructor(private readonly task: TaskRun) {}
-
-  get signal(): AbortSignal {
-    return this.task.signal;
-  }
-
-  get deadline(): number {
-    return Math.round(Date.now() + this.task.deadline - performance.now());
-  }
-
-  get remainingMs(): () => number {
-    const task = this.task;
-    return () => Math.max(0, task.deadline - performance.now());
-  }
-
-  get results(): Record<string, unknown> {
-    return this.task.results;
-  }
-
-  get attempt(): number {
-    return 0;
-  }
-
-  get headers(): () => Record<string, string> {
-    const task = this.task;
-    return () => task.call.scope.outboundHeaders(task.deadline);
-  }
-
-  get worker(): TaskContext['worker'] {
-    const task = this.task;
-    return <M extends WorkerMethodName>(
-      method: M,
-      args?: WorkerArgs<M>,
-      options?: { transfer?: readonly Transferable[] },
-    ): Promise<WorkerResult<M>> =>
-      task.worker<WorkerResult<M>>(method, (args ?? []) as readonly unknown[], options?.transfer);
-  }
-}

@@ -102,6 +102,45 @@ export interface FanoutOptions {
    * throw; an exception it throws is swallowed.
    */
   onTask?: (event: TaskEvent) => void;
+  /**
+   * Retries allowed per task name, for this middleware (Finagle's retry budget): every first attempt of a task
+   * with `retries` deposits `ratio` of a token, every retry takes one, both over the last `windowMs`; on top,
+   * a reserve of `minPerSecond` retries a second, available from the first request. When it is spent a failed
+   * attempt's failure stands (`stats().retriesDenied`): a failing dependency sees about `1 + ratio` times its
+   * normal call rate (plus the reserve), never `1 + retries` times.
+   * @default { ratio: 0.2, minPerSecond: 10, windowMs: 10000 }
+   */
+  retryBudget?: BudgetOptions;
+  /**
+   * Hedges allowed per task name, shaped like {@link FanoutOptions.retryBudget}: hedging cannot amplify an
+   * overload.
+   * @default { ratio: 0.05, minPerSecond: 1, windowMs: 10000 }
+   */
+  hedgeBudget?: BudgetOptions;
+}
+
+/** `retryBudget` and `hedgeBudget`: each field defaults on its own. */
+export interface BudgetOptions {
+  /** Tokens per first attempt, 0 to 1000. */
+  ratio?: number;
+  /** The reserve: tokens a second whatever the deposits, 0 to 1e6. */
+  minPerSecond?: number;
+  /** How long deposits and withdrawals count, ms. Integer from 10 to 3600000. */
+  windowMs?: number;
+}
+
+/** The object form of the task option `retries`. */
+export interface RetryOptions {
+  /** Retries at most after the first attempt. Integer from 0 to 100. */
+  max: number;
+  /**
+   * Base of the full-jitter exponential backoff: retry `n` (0-based) waits a random time in
+   * `[0, backoffMs × 2^n)`. Integer >= 0.
+   * @default 10
+   */
+  backoffMs?: number;
+  /** Whether a failed attempt's error is worth a retry (a 4xx is not). Throwing counts as `false`. @default every error */
+  retryOn?: (error: unknown) => boolean;
 }
 
 /** `concurrency: { adaptive: { … } }`: bounds and tuning of the adaptive limit. */
@@ -160,7 +199,7 @@ export interface WorkerOptions {
 }
 
 /** How a task ended. */
-export type TaskStatus = 'fulfilled' | 'rejected' | 'timeout' | 'aborted' | 'shed';
+export type TaskStatus = 'fulfilled' | 'rejected' | 'timeout' | 'aborted' | 'shed' | 'skipped';
 
 /** What `onTask` receives. */
 export interface TaskEvent {
@@ -176,6 +215,10 @@ export interface TaskEvent {
   /** How long an asynchronous fallback took, when one was awaited. */
   fallbackMs?: number;
   error?: unknown;
+  /** Attempts made: 1, plus its retries and hedges; 0 for a task that never ran (skipped, shed, coalesced). */
+  attempts: number;
+  /** Its outcome came from another task's execution with the same `key`. */
+  coalesced?: true;
 }
 
 /**
@@ -214,7 +257,7 @@ export interface TaskContext<R = Record<string, unknown>> {
   remainingMs(): number;
   /** Values of the tasks named in `after`. */
   readonly results: R;
-  /** 0 for the first attempt. */
+  /** 0 for the first attempt, then 1, 2 … for each retry or hedge. Each attempt has its own `signal`. */
   readonly attempt: number;
   /** The budget header carrying the remaining ms, to pass on to services that use this package too. */
   headers(): Record<string, string>;
@@ -254,6 +297,43 @@ export interface TaskSpec<T = unknown> {
    * and `ctx.results` is typed from them (see {@link CheckedTasks}).
    */
   after?: readonly string[];
+  /**
+   * Extra attempts after a failed one (it rejected, or ran past `attemptTimeoutMs`), after a full-jitter
+   * exponential backoff. A retry waits for a slot like any task (it counts against `concurrency` and
+   * `perRequest`), is made only while the time left holds the backoff and an attempt of the name's recent
+   * median (5 ms when unknown), and only while the middleware's `retryBudget` has a token; never after the
+   * deadline, the client leaving or an abort. The task's outcome is its last attempt's.
+   * @default 0
+   */
+  retries?: number | RetryOptions;
+  /**
+   * Limit of one attempt in ms, counted from when it gets its slot: an attempt over it is aborted (keeping
+   * its slot until it settles or `graceMs`) and counts as a failure, retried if `retries` allows.
+   * Integer >= 1. @default none (only `timeoutMs` and the budget)
+   */
+  attemptTimeoutMs?: number;
+  /**
+   * Start another attempt if the running one has not settled after this long: ms, or `'p90' | 'p95' |
+   * 'p99'` of the name's recent latency (from 20 samples on; no hedge before). A hedge needs a free slot now
+   * and nobody waiting (it never queues, never sheds anyone) and a token of `hedgeBudget`. The first attempt
+   * to fulfil wins; the others are aborted.
+   * @default none
+   */
+  hedgeMs?: number | 'p90' | 'p95' | 'p99';
+  /** Hedges at most per attempt that is hedged (the next one after as long again). Integer 1 to 10. @default 1 */
+  hedges?: number;
+  /**
+   * Single-flight: tasks with an equal key in flight in the same middleware, from any request, share one
+   * execution (the first one's, in its request's slot). Each keeps its own deadline, timeout and fallback;
+   * the execution is aborted only when every one has left. Not a cache: nothing is kept after it settles.
+   */
+  key?: string;
+  /**
+   * For a task with a `fallback`: when the name's recent p95 (from 20 samples on) exceeds the time left,
+   * take the fallback at once without a slot (status `'skipped'`).
+   * @default true
+   */
+  skipWhenLate?: boolean;
 }
 
 export type Task<T = unknown> = TaskFn<T> | TaskSpec<T>;
@@ -409,6 +489,16 @@ export interface FanoutStats {
   aborted: number;
   shed: number;
   abandoned: number;
+  /** Retries made, and failed attempts not retried because the retry budget was spent. */
+  retries: number;
+  retriesDenied: number;
+  /** Hedges started, and hedges whose attempt fulfilled first. */
+  hedges: number;
+  hedgeWins: number;
+  /** Tasks that joined another's execution of the same `key`. */
+  coalesced: number;
+  /** Optional tasks that took their fallback at once: their name's recent p95 exceeded the time left. */
+  skipped: number;
   workers: WorkerStats;
 }
 

@@ -81,7 +81,7 @@ function expectedStatus(cell: Cell, task: TaskStatus, sibling: TaskStatus | unde
   if (cause === 'rejected' && 'requiredStatus' in cell.behaviour && cell.behaviour.requiredStatus) {
     return cell.behaviour.requiredStatus;
   }
-  return { rejected: 502, timeout: 504, shed: 503, aborted: 499, fulfilled: 200 }[cause];
+  return { rejected: 502, timeout: 504, shed: 503, aborted: 499, fulfilled: 200, skipped: 504 }[cause];
 }
 
 /**

@@ -72,6 +72,12 @@ describe('fanout() options', () => {
       aborted: 0,
       shed: 0,
       abandoned: 0,
+      retries: 0,
+      retriesDenied: 0,
+      hedges: 0,
+      hedgeWins: 0,
+      coalesced: 0,
+      skipped: 0,
       workers: { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
     });
   });
