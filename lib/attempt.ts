@@ -1,9 +1,28 @@
 import { performance } from 'node:perf_hooks';
 import { isInstance, OverloadedError } from './errors';
 import { clear, epochOf, remaining, timerIn } from './deadline';
-import type { Job } from './scheduler';
-import type { TaskRun } from './task';
-import type { TaskContext, Transferable, WorkerArgs, WorkerMethodName, WorkerResult } from './types';
+import type { Runtime } from './runtime';
+import type { Job, Lane } from './scheduler';
+import type { TaskContext, TaskFn, Transferable, WorkerArgs, WorkerMethodName, WorkerResult } from './types';
+
+/**
+ * What an attempt needs from its task (task.ts has it; passed down as this interface, never imported): the
+ * function, where its slot lives, the deadline it works to, and where to report how it ended.
+ */
+export interface AttemptOwner {
+  readonly name: string;
+  readonly def: { readonly run: TaskFn };
+  readonly runtime: Runtime;
+  readonly lane: Lane;
+  readonly slotless: boolean;
+  readonly executionDeadline: number;
+  readonly results: Record<string, unknown>;
+  readonly request: { outboundHeaders(deadline: number): Record<string, string> };
+  attemptStarted(attempt: Attempt): void;
+  attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void;
+  attemptTimedOut(attempt: Attempt): void;
+  attemptDropped(attempt: Attempt, detail: string): void;
+}
 
 /** How an attempt's promise ended, as its task sees it. */
 export type AttemptStatus = 'fulfilled' | 'rejected' | 'shed';
@@ -39,7 +58,7 @@ export class Attempt implements Job {
   private graceTimer: NodeJS.Timeout | null = null;
 
   constructor(
-    readonly task: TaskRun,
+    readonly task: AttemptOwner,
     /** `ctx.attempt`: 0 for the first, then one more for every retry or hedge. */
     readonly index: number,
     readonly hedge: boolean,

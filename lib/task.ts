@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { Attempt, type AttemptStatus } from './attempt';
+import { Attempt, type AttemptOwner, type AttemptStatus } from './attempt';
 import { clear, timerIn, within } from './deadline';
 import {
   BudgetExceededError,
@@ -51,7 +51,7 @@ const MIN_ATTEMPT_MS = 5;
  * name's recent latency says it cannot finish (`skipWhenLate`). The outcome is reported once to the call; the
  * attempts' slots are their own business.
  */
-export class TaskRun implements FlightWaiter {
+export class TaskRun implements FlightWaiter, AttemptOwner {
   state: State = 'waiting';
   status: TaskStatus | undefined = undefined;
   value: unknown = undefined;
