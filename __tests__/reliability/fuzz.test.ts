@@ -4,6 +4,7 @@ import {
   type FanoutMiddleware,
   type FanoutOptions,
   type TaskContext,
+  type TaskEvent,
   type Tasks,
 } from 'express-fanout';
 import { realProcess } from '../integration/helpers/harness';
@@ -308,6 +309,9 @@ const OPTION_KEYS = [
   'serverTiming',
   'workers',
   'onTask',
+  'admission',
+  'retryBudget',
+  'hedgeBudget',
   'budgetMS',
   'timeout',
   '__proto__',
@@ -336,6 +340,14 @@ const optionValueArb: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(null, undefined, false, true, '', 'x-budget', 'bad header', '10', [], {}, () => undefined),
   fc.record(
     { maxWorkers: fc.integer({ min: -1, max: 4 }), minWorkers: fc.integer({ min: -1, max: 4 }) },
+    { requiredKeys: [] },
+  ),
+  fc.record(
+    {
+      ratio: fc.oneof(fc.double({ min: -1, max: 2 }), fc.constantFrom(0, 0.2, 1, NaN)),
+      minPerSecond: fc.oneof(fc.integer({ min: -1, max: 100 }), fc.double()),
+      windowMs: fc.oneof(fc.integer({ min: -1, max: 100000 }), fc.constantFrom(2147483648, Infinity)),
+    },
     { requiredKeys: [] },
   ),
   fc.anything(),
@@ -382,6 +394,82 @@ describe('fuzzed options of fanout()', () => {
         }
       }),
       { numRuns: 400 },
+    );
+  });
+});
+
+const SPEC_KEYS = [
+  'timeoutMs',
+  'attemptTimeoutMs',
+  'retries',
+  'hedgeMs',
+  'hedges',
+  'key',
+  'skipWhenLate',
+  'fallback',
+  'after',
+  'timeout',
+] as const;
+
+const specValueArb: fc.Arbitrary<unknown> = fc.oneof(
+  fc.integer({ min: -2, max: 60 }),
+  fc.constantFrom(0, 1, 2147483647, 2147483648, 1e21, Infinity, NaN, -0, 1.5, 'p90', 'p95', 'p99', 'p50'),
+  fc.boolean(),
+  fc.constantFrom(null, undefined, '', 'k', [], ['t'], ['nope'], {}),
+  fc.record(
+    {
+      max: fc.integer({ min: -1, max: 3 }),
+      backoffMs: fc.oneof(fc.integer({ min: -1, max: 20 }), fc.constant(2147483648)),
+      retryOn: fc.constantFrom(
+        () => true,
+        () => false,
+        'yes',
+      ),
+    },
+    { requiredKeys: [] },
+  ),
+  fc.anything(),
+);
+
+describe('fuzzed task options', () => {
+  it('either settle the task to exactly one outcome within the budget or reject with a TypeError naming the task', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.dictionary(fc.constantFrom(...SPEC_KEYS), specValueArb, { maxKeys: 4 }),
+        fc.constantFrom('value', 'throws', 'rejects'),
+        async (options, outcome) => {
+          const budgetMs = 200;
+          const events: TaskEvent[] = [];
+          const fo = fanout({ budgetMs, serverTiming: true, onTask: (e) => events.push(e) });
+          try {
+            const ex = fakeExchange(fo);
+            const run = () => {
+              if (outcome === 'throws') throw new Error('x');
+              return outcome === 'rejects' ? Promise.reject(new Error('y')) : 'v';
+            };
+            const start = performance.now();
+            const settled = await ex.scope.settle({ t: { ...options, run } } as Tasks).then(
+              (value) => ({ value }),
+              (error: unknown) => ({ error }),
+            );
+            if ('error' in settled) {
+              expect(settled.error).toBeInstanceOf(TypeError);
+              expect((settled.error as Error).message).toMatch(/`t`/);
+              return;
+            }
+            expect(performance.now() - start).toBeLessThan(budgetMs + 500);
+            expect(Object.keys(settled.value)).toEqual(['t']);
+            expect(events.map((e) => e.name)).toEqual(['t']);
+            ex.finish();
+            expect(Buffer.byteLength(String(ex.headers.get('server-timing')))).toBeLessThanOrEqual(
+              SERVER_TIMING_MAX_BYTES,
+            );
+          } finally {
+            await fo.close();
+          }
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });
