@@ -37,6 +37,13 @@ function revokedProxy(): unknown {
   return proxy;
 }
 
+/** A real promise whose own `then` throws: a native `then` would still work, a call to `.then()` does not. */
+class HostilePromise<T> extends Promise<T> {
+  override then(): never {
+    throw new Error('then throws');
+  }
+}
+
 const after = (ms: number, settle: () => void): void => void setTimeout(settle, ms);
 
 /** Task behaviours in process. `run` ignores the task's signal unless its name says otherwise. */
@@ -68,6 +75,23 @@ export const behaviours: readonly Behaviour[] = [
   { key: 'rejectsSymbol', normal: ['rejected'], slow: false, run: () => Promise.reject(Symbol('rejected')) },
   { key: 'hostileThenable', normal: ['rejected'], slow: false, run: hostileThenable },
   { key: 'revokedProxy', normal: ['rejected'], slow: false, run: revokedProxy },
+  {
+    key: 'promiseSubclassWithThrowingThen',
+    normal: ['rejected'],
+    slow: false,
+    run: () => new HostilePromise<string>((resolve) => resolve('v')),
+  },
+  {
+    key: 'promiseWithThrowingConstructorGetter',
+    normal: ['rejected'],
+    slow: false,
+    run: () =>
+      Object.defineProperty(Promise.resolve('v'), 'constructor', {
+        get(): never {
+          throw new Error('the constructor getter throws');
+        },
+      }),
+  },
   {
     key: 'resolvesToHostileThenable',
     normal: ['rejected'],
