@@ -1,6 +1,7 @@
 // Scenario 4, overload: three times what a downstream of hidden capacity can serve. The package with its defaults
 // (nothing tells it the capacity), next to hand-tuned settings and an unbounded Promise.all; then a step change
 // (the capacity halves mid-run and recovers) to show the adaptive limit following it.
+import { performance } from 'node:perf_hooks';
 import type { LoadResult } from '../harness/load';
 import { say } from '../harness/progress';
 import { SERIES_INTERVAL_MS } from '../harness/protocol';
@@ -25,12 +26,27 @@ const median = (values: number[]): number => {
   return finite.length ? finite[Math.floor(finite.length / 2)]! : Number.NaN;
 };
 
+/** The first sample index at or after `ms` since the reset (samples are 100 ms apart only on an idle loop). */
+const at = (elapsed: number[], ms: number): number => {
+  const i = elapsed.findIndex((t) => t >= ms);
+  return i === -1 ? elapsed.length - 1 : i;
+};
+
 /** 2xx per second from the server's cumulative `ok` samples, between two sample indexes. */
-const okRate = (ok: number[] | undefined, from: number, to: number): number => {
-  if (!ok || ok.length < 2) return Number.NaN;
-  const a = Math.max(0, Math.min(from, ok.length - 1));
-  const b = Math.max(a, Math.min(to, ok.length - 1));
-  return b > a ? ((ok[b]! - ok[a]!) * 1000) / ((b - a) * SERIES_INTERVAL_MS) : Number.NaN;
+const okRate = (ok: number[] | undefined, elapsed: number[], a: number, b: number): number => {
+  if (!ok || b <= a) return Number.NaN;
+  return ((ok[b]! - ok[a]!) * 1000) / (elapsed[b]! - elapsed[a]!);
+};
+
+/** A series on a regular grid of `SERIES_INTERVAL_MS` (the latest sample at or before each point). */
+const onGrid = (values: number[], elapsed: number[]): number[] => {
+  const out: number[] = [];
+  let i = 0;
+  for (let t = 0; t <= (elapsed.at(-1) ?? 0); t += SERIES_INTERVAL_MS) {
+    while (i + 1 < elapsed.length && elapsed[i + 1]! <= t) i++;
+    out.push(values[i] ?? Number.NaN);
+  }
+  return out;
 };
 
 export async function overloadScenario(plan: Plan, env: Environment): Promise<ScenarioResult> {
@@ -67,6 +83,8 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
   );
   const cpus = pinned ? SERVER_CPU : undefined;
   const phaseS = Math.max(2, Math.round(plan.overloadDurationS / 2));
+  /** When the step run's load started, ms after the reset that started its samples. */
+  let stepLoadAtMs = 0;
   try {
     for (const run of [...runs, step]) {
       if (skipPackage(run, env)) continue;
@@ -82,6 +100,7 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
         });
         await new Promise((resolve) => setTimeout(resolve, 500));
         const idle = await server.numbers(true);
+        const resetAt = performance.now();
         const url = `http://127.0.0.1:${server.port}/control/capacity?n=`;
         const timers =
           run === step
@@ -90,6 +109,7 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
                 setTimeout(() => void fetch(`${url}${overload.capacity}`), 2 * phaseS * 1000),
               ]
             : [];
+        if (run === step) stepLoadAtMs = performance.now() - resetAt;
         try {
           run.load = await load(server, `${run.label} at ${offered} req/s offered`, {
             path: '/',
@@ -235,8 +255,7 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
     }),
   };
 
-  // The step change, phase by phase (from the server's own 2xx count and limit samples, 100 ms apart).
-  const perS = 1000 / SERIES_INTERVAL_MS;
+  // The step change, phase by phase (from the server's own 2xx count and limit samples, with their times).
   const phases: [string, number, number, number][] = [
     ['capacity 32', overload.capacity, 0, phaseS],
     ['capacity 16', overload.capacity / 2, phaseS, 2 * phaseS],
@@ -255,10 +274,11 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
     rows: step.server?.series
       ? phases.map(([label, c, from, to]) => {
           const series = step.server!.series!;
-          const a = Math.round(((from + to) / 2) * perS);
-          const b = Math.round(to * perS);
+          const elapsed = series.elapsedMs ?? [];
+          const a = at(elapsed, stepLoadAtMs + ((from + to) / 2) * 1000);
+          const b = at(elapsed, stepLoadAtMs + to * 1000);
           const cap = (c * 1000) / overload.callMs / overload.callsPerRequest;
-          const rate = okRate(series.ok, a, b);
+          const rate = okRate(series.ok, elapsed, a, b);
           return [
             label,
             `${from}–${to}`,
@@ -273,14 +293,17 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
   };
 
   const lines: TraceLine[] = [];
-  const limitOf = (r: VariantRun): number[] | undefined => r.server?.series?.limit;
+  const limitOf = (r: VariantRun): number[] | undefined => {
+    const series = r.server?.series;
+    return series?.limit && series.elapsedMs ? onGrid(series.limit, series.elapsedMs) : undefined;
+  };
   if (limitOf(defaults))
     lines.push({ label: 'limit, defaults, steady 3× overload', values: limitOf(defaults)! });
   if (limitOf(step)) {
     lines.push({ label: 'limit, defaults, step change', values: limitOf(step)! });
     lines.push({
       label: "downstream's capacity (step change)",
-      values: step.server!.series!.capacity!,
+      values: onGrid(step.server!.series!.capacity!, step.server!.series!.elapsedMs!),
       dashed: true,
     });
   }

@@ -30,9 +30,15 @@ export function peak(name: string, value: number): void {
 }
 
 const sampled = new Map<string, { read: () => number; values: number[] }>();
+let seriesStart = performance.now();
 
-/** Samples `read()` every 100 ms; the parent gets the values since the last reset with the server's numbers. */
+/**
+ * Samples `read()` every 100 ms; the parent gets the values since the last reset with the server's numbers,
+ * and their times (`elapsedMs`, since the reset: a busy event loop stretches the 100 ms).
+ */
 export function track(name: string, read: () => number): void {
+  if (sampled.size === 0)
+    sampled.set('elapsedMs', { read: () => performance.now() - seriesStart, values: [] });
   sampled.set(name, { read, values: [] });
 }
 
@@ -154,6 +160,7 @@ export function serve(setup: (app: Express) => void | Promise<void>, onStop?: ()
           for (const key of Object.keys(counters)) delete counters[key];
           latency.clear();
           for (const s of sampled.values()) s.values.length = 0;
+          seriesStart = performance.now();
           break;
         case 'numbers':
           send({ type: 'numbers', id: raw.id, numbers: numbers() });
