@@ -39,7 +39,7 @@ export function renderTraceSvg(chart: TraceChart): string {
       `<text x="${LEFT - 6}" y="${(y(v) + 4).toFixed(1)}" class="ytick">${v}</text>`,
     );
   }
-  for (let s = 0; s <= xEnd + xTick / 2; s += xTick) {
+  for (let s = 0; s <= xEnd + 1e-9; s += xTick) {
     out.push(`<text x="${x(s).toFixed(1)}" y="${TOP + plotH + 16}" class="xtick">${s} s</text>`);
   }
   lines.forEach((line, i) => {
