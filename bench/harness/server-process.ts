@@ -93,15 +93,24 @@ export function affinity(pid: number): string | undefined {
   }
 }
 
-/** Forks `bench/servers/<file>.ts --variant <variant>` under tsx and waits until it listens (on `cpus` if given). */
-export async function startNodeServer(file: string, variant: string, cpus?: string): Promise<ServerHandle> {
-  const script = join(benchDir, 'servers', `${file}.ts`);
+/**
+ * Forks `bench/servers/<file>.ts --variant <variant>` under tsx and waits until it listens (on `cpus` if given).
+ * `root`: another checkout of the package to run the server from (its own bench/ and dist/), to measure an older
+ * version side by side with this one.
+ */
+export async function startNodeServer(
+  file: string,
+  variant: string,
+  cpus?: string,
+  root: string = rootDir,
+): Promise<ServerHandle> {
+  const script = join(root, 'bench', 'servers', `${file}.ts`);
   const child = fork(script, ['--variant', variant], {
-    cwd: rootDir,
+    cwd: root,
     // tsx's CommonJS hook only: `--import tsx` would also start the ESM loader-hooks thread, a second V8 isolate
     // that adds some 35 MiB to every server's RSS and would flatter the overload scenario's peak / idle ratio.
     execArgv: ['--require', 'tsx/cjs'],
-    env: { ...process.env, TSX_TSCONFIG_PATH: join(benchDir, 'tsconfig.run.json') },
+    env: { ...process.env, TSX_TSCONFIG_PATH: join(root, 'bench', 'tsconfig.run.json') },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   track(child);

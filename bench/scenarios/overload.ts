@@ -68,6 +68,17 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
     variant('tuned-32-64', 'hand-tuned: concurrency 32, maxQueue 64', 'package'),
     variant('lifo', 'defaults + adaptive LIFO', 'package'),
   ];
+  // BENCH_BEFORE_ROOT=/path/to/an/older/checkout (built, with this bench/ copied in): each package variant also
+  // runs from there, right before this one, so before and after are measured side by side in one run.
+  const beforeRoot = process.env.BENCH_BEFORE_ROOT;
+  const roots = new Map<VariantRun, string>();
+  if (beforeRoot) {
+    for (const run of runs.filter((r) => r.kind === 'package' && r.id !== 'lifo')) {
+      const before: VariantRun = { ...run, label: `${run.label} [before]`, kind: 'baseline' };
+      roots.set(before, beforeRoot);
+      runs.splice(runs.indexOf(run), 0, before);
+    }
+  }
   const step: VariantRun = {
     ...variant('defaults', 'defaults, capacity 32 → 16 → 32', 'package'),
     id: 'defaults-step',
@@ -87,10 +98,14 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
   let stepLoadAtMs = 0;
   try {
     for (const run of [...runs, step]) {
-      if (skipPackage(run, env)) continue;
+      if (!roots.has(run) && skipPackage(run, env)) continue;
       const file = run === step ? 'defaults' : run.id;
       say(`  overload · ${run.label}`);
-      await withServer(run, { node: { file: 'overload', variant: file, cpus } }, async (server) => {
+      const root = roots.get(run);
+      const how = {
+        node: { file: 'overload', variant: file, ...(cpus ? { cpus } : {}), ...(root ? { root } : {}) },
+      };
+      await withServer(run, how, async (server) => {
         // Warm (JIT, sockets, the latency estimates) well below capacity, then take the idle RSS.
         await load(server, `${run.label} warm-up`, {
           path: '/',
@@ -139,7 +154,7 @@ export async function overloadScenario(plan: Plan, env: Environment): Promise<Sc
   const budgetLimit = overload.budgetMs + 15;
   const targets: Target[] = [];
   const baseline = runs.find((r) => r.id === 'unbounded');
-  const defaults = runs.find((r) => r.id === 'defaults')!;
+  const defaults = runs.find((r) => r.id === 'defaults' && !roots.has(r))!;
   {
     const run = defaults;
     const s503 = run.load?.byStatus['503'];

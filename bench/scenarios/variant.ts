@@ -13,13 +13,13 @@ import type { Environment, VariantRun } from './types';
 
 export interface Start {
   /** `cpus`: pin the server there (`taskset -a -pc`), e.g. `'0'`. */
-  node?: { file: string; variant: string; cpus?: string };
+  node?: { file: string; variant: string; cpus?: string; root?: string };
   python?: PythonPeer;
 }
 
 function start(how: Start): Promise<ServerHandle> {
   if (how.python) return startPythonServer(how.python);
-  return startNodeServer(how.node!.file, how.node!.variant, how.node!.cpus);
+  return startNodeServer(how.node!.file, how.node!.variant, how.node!.cpus, how.node!.root);
 }
 
 function progress(label: string, expectS?: number): LoadOptions['onTick'] {
