@@ -150,11 +150,10 @@ export class Attempt implements Job {
 
   /**
    * Ends the attempt for its task (it lost, timed out, or its task ended): a queued attempt leaves the queue,
-   * a running one is aborted and keeps its slot until it settles or `graceMs` passes. Returns how long it ran,
-   * ms (`NaN` if it never started).
+   * a running one is aborted and keeps its slot until it settles or `graceMs` passes.
    */
-  abort(reason: unknown): number {
-    if (this.ended) return Number.NaN;
+  abort(reason: unknown): void {
+    if (this.ended) return;
     this.ended = true;
     this.timer = clear(this.timer);
     const task = this.task;
@@ -162,13 +161,11 @@ export class Attempt implements Job {
     this.aborted = true;
     this.abortReason = reason;
     this.controller?.abort(reason);
-    const ran = this.running ? performance.now() - this.ranAt : Number.NaN;
     if (this.holdsSlot) {
       // Aborted by us while running: the time it keeps the slot says nothing about the downstream's latency.
       this.startedAt = Number.NaN;
       this.startGrace();
     }
-    return ran;
   }
 
   /** The scheduler drops this queued attempt: its turn came too late for it to finish (503, not a late 504). */

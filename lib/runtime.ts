@@ -26,11 +26,25 @@ export interface CountedTask {
   readonly coalesced: boolean;
 }
 
-/** What the middleware knows of one task name: its recent latency, its retry and hedge budgets. */
+/**
+ * What the middleware knows of one task name: its recent latency, its retry and hedge budgets. The latency is
+ * that of the attempts that fulfilled (their time in their slot): what a success takes, which the hedge delay,
+ * `skipWhenLate` and the retry check read. Attempts cut short (a hedge won, a timeout) are not samples: their
+ * time so far is only a lower bound, and feeding it back would move a percentile hedge delay up with every
+ * hedge (a loser cut at delay + d makes the next delay longer).
+ */
 interface NameState {
-  latency: PercentileWindow;
+  fulfilled: PercentileWindow;
+  /** When `skipWhenLate` last saw a fresh sample or let a probe through, performance ms. */
+  freshAt: number;
   budgets: { retry: TokenBucket; hedge: TokenBucket } | null;
 }
+
+/**
+ * A name skipped for this long with no new sample lets one task through: skipping takes no samples, so without
+ * it a dependency that became fast again would stay skipped.
+ */
+const SKIP_PROBE_MS = 1000;
 
 /** Names remembered at most (names are code, but `run(task, name)` may be given anything). */
 const MAX_NAMES = 10_000;
@@ -87,20 +101,37 @@ export class Runtime {
     let state = this.names.get(name);
     if (state === undefined) {
       if (this.names.size >= MAX_NAMES) this.names.delete(this.names.keys().next().value!);
-      this.names.set(name, (state = { latency: new PercentileWindow(), budgets: null }));
+      state = { fulfilled: new PercentileWindow(), freshAt: 0, budgets: null };
+      this.names.set(name, state);
     }
     return state;
   }
 
-  /** A latency sample of a task name: an attempt's time from its slot to fulfilment (or to being cut). */
-  sample(name: string, ms: number): void {
-    this.name(name).latency.add(ms);
+  /** An attempt of the name fulfilled after `ms` in its slot, at `now`. */
+  fulfilled(name: string, ms: number, now: number): void {
+    const state = this.name(name);
+    state.fulfilled.add(ms);
+    state.freshAt = now;
   }
 
-  /** The name's recent `q` quantile, ms; `NaN` with fewer than `minSamples` samples. */
+  /** The name's recent `q` quantile of its fulfilled attempts, ms; `NaN` with fewer than `minSamples` samples. */
   quantile(name: string, q: number, minSamples = 20): number {
-    const latency = this.names.get(name)?.latency;
-    return latency !== undefined && latency.count >= minSamples ? latency.quantile(q) : Number.NaN;
+    const window = this.names.get(name)?.fulfilled;
+    return window !== undefined && window.count >= minSamples ? window.quantile(q) : Number.NaN;
+  }
+
+  /**
+   * `skipWhenLate`: the name's recent p95 (from 20 samples) when it exceeds `leftMs`, else `NaN`. Every
+   * {@link SKIP_PROBE_MS} without a fresh sample one task is let through to take one.
+   */
+  hopeless(name: string, leftMs: number, now: number): number {
+    const state = this.names.get(name);
+    if (state === undefined || state.fulfilled.count < 20) return Number.NaN;
+    const p95 = state.fulfilled.quantile(0.95);
+    if (!(p95 > leftMs)) return Number.NaN;
+    if (now - state.freshAt < SKIP_PROBE_MS) return p95;
+    state.freshAt = now;
+    return Number.NaN;
   }
 
   /** The name's retry and hedge budgets, made on first use. */

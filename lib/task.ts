@@ -142,8 +142,8 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
       return this.settle('shed', new OverloadedError([this.name], 'the middleware is closing', 5));
     }
     if (def.skipWhenLate) {
-      const p95 = runtime.quantile(this.name, 0.95);
-      if (p95 > deadline - now) {
+      const p95 = runtime.hopeless(this.name, deadline - now, now);
+      if (p95 === p95) {
         return this.settle(
           'skipped',
           quietly(() => new TaskSkippedError(this.name, p95, deadline - now)),
@@ -197,7 +197,8 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.forget(attempt);
     if (status === 'fulfilled') {
       const runtime = this.runtime;
-      runtime.sample(this.name, performance.now() - attempt.ranAt);
+      const now = performance.now();
+      runtime.fulfilled(this.name, now - attempt.ranAt, now);
       if (attempt.hedge) runtime.counters.hedgeWins++;
       if (this.attempt !== null || this.extra !== null) {
         const lost = quietly(
@@ -208,7 +209,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
               [this.name],
             ),
         );
-        this.abortAttempts(lost, true);
+        this.abortAttempts(lost);
       }
       return this.finish('fulfilled', valueOrError);
     }
@@ -221,8 +222,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     const ms = this.def.attemptTimeoutMs!;
     const error = quietly(() => new BudgetExceededError([this.name], ms, 'timeout'));
     this.forget(attempt);
-    const ran = attempt.abort(error);
-    if (ran === ran) this.runtime.sample(this.name, ran);
+    attempt.abort(error);
     this.failed('timeout', error);
   }
 
@@ -336,7 +336,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
       return;
     }
     if (this.state === 'settled') return;
-    this.abortAttempts(valueOrError, false);
+    this.abortAttempts(valueOrError);
     this.record(status, valueOrError);
   }
 
@@ -353,7 +353,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
       keep = flight.leave(this, valueOrError);
       if (!keep) this.flight = null;
     }
-    if (!keep) this.abortAttempts(valueOrError, status === 'timeout');
+    if (!keep) this.abortAttempts(valueOrError);
     this.record(status, valueOrError);
     if (keep && this.attempt === null && this.extra === null) {
       // Between attempts (a retry's backoff, cleared above): no attempt will come, the failure stands for all.
@@ -371,7 +371,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   /** The owner of a shared execution, after it left: the last waiter left too, so the execution is aborted. */
   abandonExecution(reason: unknown): void {
     this.flight = null;
-    this.abortAttempts(reason, false);
+    this.abortAttempts(reason);
   }
 
   private record(status: TaskStatus, valueOrError: unknown): void {
@@ -386,19 +386,14 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.host.onTaskSettled(this);
   }
 
-  /** Ends every live attempt; `sample`: their time so far is a (lower-bound) latency sample of the name. */
-  private abortAttempts(reason: unknown, sample: boolean): void {
+  /** Ends every live attempt (a running one keeps its slot until it settles or `graceMs` passes). */
+  private abortAttempts(reason: unknown): void {
     const first = this.attempt;
     const extra = this.extra;
     this.attempt = null;
     this.extra = null;
-    if (first !== null) this.abortOne(first, reason, sample);
-    if (extra !== null) for (const attempt of extra) this.abortOne(attempt, reason, sample);
-  }
-
-  private abortOne(attempt: Attempt, reason: unknown, sample: boolean): void {
-    const ran = attempt.abort(reason);
-    if (sample && ran === ran) this.runtime.sample(this.name, ran);
+    first?.abort(reason);
+    if (extra !== null) for (const attempt of extra) attempt.abort(reason);
   }
 
   private forget(attempt: Attempt): void {

@@ -48,3 +48,40 @@ export const OVERLOAD_OPTIONS: Record<Exclude<OverloadVariant, 'unbounded'>, Rec
   'tuned-32-64': { concurrency: overload.capacity, maxQueue: overload.maxQueue },
   lifo: { admission: { lifo: true } },
 };
+
+/** Scenario 7, winning the tail back: its variants and numbers. */
+export const TAIL_VARIANTS = [
+  'hedge-fallback',
+  'hedge-p95',
+  'hedge-p95-tuned',
+  'flaky-none',
+  'flaky-retries',
+  'storm-naive',
+  'storm-budget',
+  'sf-none',
+  'sf-key',
+] as const;
+export type TailVariant = (typeof TAIL_VARIANTS)[number];
+
+export const tailWins = {
+  /**
+   * Middleware options of every variant: the heavy-tail budget, and a fixed limit above the connections ×
+   * tasks in flight (as the story scenario's), so what is measured is the task options, not the adaptive
+   * limit (which, on this dependency, settles far below the 150 tasks in flight and sheds: a hedge would find
+   * no free slot).
+   */
+  options: { budgetMs: heavyTail.budgetMs, concurrency: 512 } as Record<string, unknown>,
+  /** Task options of the hedged variant with the defaults otherwise (one hedge, 5 % + 1/s hedge budget). */
+  hedgeTask: { hedgeMs: 'p95' } as Record<string, unknown>,
+  /**
+   * The tuned hedged variant: a second hedge (a task whose first two attempts are both slow, 0.25 % of tasks,
+   * 0.75 % of three-task requests, would otherwise fall back) and a 10 % hedge budget.
+   */
+  tunedTask: { hedgeMs: 'p95', hedges: 2 } as Record<string, unknown>,
+  tunedOptions: { hedgeBudget: { ratio: 0.1 } } as Record<string, unknown>,
+  flakyMs: 20,
+  flakyShare: 0.1,
+  singleFlightMs: 100,
+  singleFlightConnections: 200,
+  stormS: 5,
+};
