@@ -179,11 +179,13 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
 
   /** An attempt got its slot: arm its own limit and, for a first attempt or a retry, the hedge. */
   attemptStarted(attempt: Attempt): void {
-    if (this.state === 'settled') return;
-    this.state = 'running';
     const def = this.def;
     const attemptMs = def.attemptTimeoutMs;
-    if (attemptMs !== undefined && attempt.ranAt + attemptMs < this.deadline) attempt.limit(attemptMs);
+    if (attemptMs !== undefined && attempt.ranAt + attemptMs < this.executionDeadline)
+      attempt.limit(attemptMs);
+    // An owner that left its shared execution: the attempt runs on for the others, with no hedge.
+    if (this.state === 'settled') return;
+    this.state = 'running';
     if (attempt.hedge || this.hedgeTimer !== null || this.hedged >= def.hedges) return;
     if (def.hedgeMs === undefined && def.hedgeQuantile === undefined) return;
     const delay = def.hedgeMs ?? this.runtime.quantile(this.name, def.hedgeQuantile!);
