@@ -66,12 +66,18 @@ const answer =
   (promise: Promise<unknown>): void =>
     void promise.then((value) => res.json({ value }), next);
 
+/** Task options a form adds to the faulty task (retries, hedging, an asynchronous fallback). */
+type Extra = Record<string, unknown>;
+
 function inProcess(
   key: string,
   mode: 'all' | 'settle',
   fallback: boolean,
   via: 'all' | 'run' | 'gather' | 'after',
+  extra?: Extra,
 ): Form {
+  const decorate = (t: Task): Task =>
+    extra === undefined ? t : { ...(typeof t === 'function' ? { run: t } : t), ...extra };
   return {
     key,
     mode,
@@ -86,7 +92,7 @@ function inProcess(
           gather(() => ({ [name]: withFallback(task(req), fallback), [SIBLING]: sibling }))(req, res, next);
       }
       return (req, res, next) => {
-        const t = withFallback(task(req), fallback);
+        const t = decorate(withFallback(task(req), fallback));
         if (via === 'run') return answer(res, next)(req.fanout.run(t, name));
         const tasks = { [name]: t, [SIBLING]: via === 'after' ? dependent(name) : sibling };
         answer(res, next)(mode === 'all' ? req.fanout.all(tasks) : req.fanout.settle(tasks));
@@ -107,6 +113,11 @@ export const forms: readonly Form[] = [
   inProcess('all, a sibling after it', 'all', false, 'after'),
   inProcess('all with fallback, a sibling after it', 'all', true, 'after'),
   inProcess('settle, a sibling after it', 'settle', false, 'after'),
+  inProcess('all with retries', 'all', false, 'all', { retries: { max: 2, backoffMs: 1 } }),
+  inProcess('all hedged', 'all', false, 'all', { hedgeMs: 5 }),
+  inProcess('all with an asynchronous fallback', 'all', true, 'all', {
+    fallback: () => new Promise((resolve) => setTimeout(resolve, 1, FALLBACK)),
+  }),
 ];
 
 /** `req.fanout.worker(method)`, and `ctx.worker(method)` inside `all()` with a fallback. */
