@@ -98,6 +98,21 @@ describe('workerpool, as the adapter relies on it', () => {
     );
   });
 
+  it("delivers a call's events to exec()'s `on` option: the bootstrap's word that the call began", async () => {
+    const handler = source('WorkerHandler.js');
+    assume(
+      /response\.isEvent[\s\S]{0,200}task\.options\.on\(response\.payload\)/.test(handler),
+      'a message { id, isEvent: true, payload } reaches the `on` option of call `id`',
+    );
+    const t = threads();
+    const call = t.run('sleep', [50], undefined);
+    assume(!call.started, 'a call has not begun before the thread says so');
+    const end = Date.now() + 2000;
+    while (!call.started && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 5));
+    assume(call.started, 'the thread says it began a call while the call runs');
+    await expect(call.result).resolves.toBe(50);
+  });
+
   it('hands a call straight to a free thread: its own queue stays empty', async () => {
     const t = threads({ maxWorkers: 2 });
     const calls = [t.run('sleep', [100], undefined), t.run('sleep', [100], undefined)];

@@ -32,6 +32,8 @@ export interface WorkerExecOptions {
    */
   arrival?: number;
   lane?: number;
+  /** Called when the call gets its thread (the end of its queue wait); must not throw. */
+  onStart?: () => void;
 }
 
 /**
@@ -41,6 +43,15 @@ export interface WorkerExecOptions {
  * listener that closes a handle.
  */
 const TERMINATE_GRACE_MS = 100;
+
+/**
+ * How long a cancelled call that is running may go on before its thread is terminated. Its answer is given up at
+ * once (the task reports `timeout` or `aborted` at its deadline); the thread is ended only if the call does not
+ * finish within this time. A call cut a few ms before its end would cost a thread start (40-140 ms here, during
+ * which the pool is a thread short) and a cold JIT: under a CPU backlog near the budget, calls that start just
+ * before their deadline are common, and cutting each one made the pool's throughput collapse.
+ */
+const CUT_GRACE_MS = 50;
 
 /**
  * The slot of a cancelled running call stays taken until its thread is gone (the pool then starts a fresh one),
@@ -61,6 +72,8 @@ class WorkerCall implements Job {
   /** Handed to a thread. */
   thread: ThreadCall | null = null;
   unwatch: (() => void) | undefined = undefined;
+  /** Cancelled while running: the thread is terminated when this fires, unless the call finishes first. */
+  cutTimer: NodeJS.Timeout | null = null;
   dyingTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -74,6 +87,7 @@ class WorkerCall implements Job {
   ) {}
 
   start(): void {
+    this.options.onStart?.();
     this.pool.dispatch(this);
   }
 }
@@ -92,6 +106,8 @@ export class WorkerPool {
   readonly #lanes = new Map<number, Lane>();
   /** Calls not yet settled. */
   readonly #calls = new Set<WorkerCall>();
+  /** Cancelled running calls given {@link CUT_GRACE_MS} to finish: each still holds its slot. */
+  readonly #grace = new Set<WorkerCall>();
   /** Cancelled calls whose thread is being terminated, oldest first: each still holds its slot. */
   readonly #dying: WorkerCall[] = [];
   #nextAnonymousLane = -1;
@@ -220,6 +236,7 @@ export class WorkerPool {
     if (this.#closing) return this.#closing;
     this.#closed = true;
     this.#dropQueued((task) => new OverloadedError([task], 'the worker pool is closed'));
+    this.#endGraces();
     for (const call of this.#dying.splice(0)) this.#releaseDying(call);
     const threads = this.#threads;
     this.#threads = null;
@@ -266,19 +283,42 @@ export class WorkerPool {
     if (call.queued) {
       this.#scheduler.cancel(call.lane, call);
       this.#forgetLane(call.lane);
+    } else if (call.thread?.started) {
+      // Running: it keeps its thread and slot for a short grace, then its thread is terminated.
+      call.cutTimer = setTimeout(() => this.#cut(call), CUT_GRACE_MS);
+      call.cutTimer.unref();
+      this.#grace.add(call);
     } else if (call.thread) {
-      // Running: workerpool terminates the thread; the slot stays taken until the thread is gone.
-      this.#terminated++;
-      call.dyingTimer = setTimeout(() => this.#releaseDying(call), DYING_SLOT_MS);
-      call.dyingTimer.unref();
-      this.#dying.push(call);
-      call.thread.cancel();
+      // Handed to a thread that is still starting: cancelled at once, so it never runs.
+      this.#cut(call);
     } else {
       // Handing it to a thread threw; its rejection, due on the next microtask, will find it settled.
       this.#release(call);
     }
     this.#settle(call);
     call.reject(reason);
+  }
+
+  /** The grace of a cancelled running call is over: workerpool terminates its thread; the slot stays taken until it is gone. */
+  #cut(call: WorkerCall): void {
+    call.cutTimer = null;
+    this.#grace.delete(call);
+    this.#terminated++;
+    call.dyingTimer = setTimeout(() => this.#releaseDying(call), DYING_SLOT_MS);
+    call.dyingTimer.unref();
+    this.#dying.push(call);
+    call.thread!.cancel();
+  }
+
+  /** Ends the graces of cancelled running calls at once (the threads are being terminated anyway). */
+  #endGraces(): void {
+    for (const call of this.#grace) {
+      clearTimeout(call.cutTimer!);
+      call.cutTimer = null;
+      this.#terminated++;
+      this.#release(call);
+    }
+    this.#grace.clear();
   }
 
   /** workerpool reported a thread gone: the oldest cancelled call's slot is free. */
@@ -316,7 +356,16 @@ export class WorkerPool {
 
   /** A thread answered (or failed) a call it was handed. */
   #finish(call: WorkerCall, ok: boolean, valueOrError: unknown): void {
-    if (call.done) return; // cancelled: its slot is released when its thread is gone
+    if (call.done) {
+      // Cancelled, and it finished within its grace: the thread is kept. Else its slot is released when its
+      // thread is gone.
+      if (call.cutTimer === null) return;
+      clearTimeout(call.cutTimer);
+      call.cutTimer = null;
+      this.#grace.delete(call);
+      this.#release(call);
+      return;
+    }
     this.#settle(call);
     // The outcome first: a broken script must drop the queued calls before the freed slot could start one.
     if (ok) call.resolve(valueOrError);
@@ -371,6 +420,7 @@ export class WorkerPool {
     this.#broken = error;
     debug('%s', error.message);
     this.#dropQueued(() => error);
+    this.#endGraces();
     for (const call of this.#dying.splice(0)) this.#releaseDying(call);
     const threads = this.#threads;
     this.#threads = null;

@@ -20,12 +20,16 @@ export const PROTOCOL = {
   cleanup: '__workerpool-cleanup__',
 } as const;
 
+/** The payload of the event a thread sends when a call reaches its script (`{ id, isEvent: true, payload }`). */
+const STARTED = 'expressFanoutStarted';
+
 /**
  * Thread-side JS source (for the bootstrap, which runs before the user's script): wraps `parentPort.on` so that
  * workerpool's worker, which binds it when it loads, never sees a call whose cancellation came first. That
  * happens to a call handed to a thread that is still starting: workerpool holds the call in the thread's
  * start-up queue but sends the cancellation at once, so the thread reads the cancellation, then the call.
  * Ids of one thread only grow, so a cancellation for an id above every call seen is for a call not yet here.
+ * Each call that goes on to the script is announced to the pool first, as a workerpool event of that call.
  */
 export function dropCancelledCallsSource(): string {
   return `
@@ -41,6 +45,9 @@ parentPort.on = parentPort.addListener = function (event, listener) {
       } else {
         lastCallId = Math.max(lastCallId, message.id);
         if (cancelledCalls.delete(message.id)) return;
+        if (typeof message.method === 'string') {
+          parentPort.postMessage({ id: message.id, isEvent: true, payload: ${JSON.stringify(STARTED)} });
+        }
       }
     }
     return listener.call(this, message);
@@ -87,6 +94,8 @@ export interface ThreadCall {
   readonly result: Promise<unknown>;
   /** Cancels the call: a running one gets its thread terminated (and replaced on the next call). */
   cancel(): void;
+  /** The thread has begun the call (false while it waits in a thread that is still starting). */
+  readonly started: boolean;
 }
 
 /** workerpool's pool, reduced to what the package uses. */
@@ -116,16 +125,25 @@ export function startThreads(source: string, options: ThreadsOptions): Threads {
   });
   return {
     run(method, args, transfer) {
-      const promise = pool.exec(
-        method,
-        args as unknown[],
-        transfer ? { transfer: transfer as object[] } : {},
-      );
+      let started = false;
+      const on = (payload: unknown): void => {
+        if (payload === STARTED) started = true;
+      };
+      const promise = pool.exec(method, args as unknown[], {
+        on,
+        ...(transfer ? { transfer: transfer as object[] } : {}),
+      });
       // A native promise: what settles it runs on a later microtask, never inside workerpool's own handlers.
       const result = new Promise<unknown>((resolve, reject) => {
         promise.then(resolve, reject);
       });
-      return { result, cancel: () => void promise.cancel() };
+      return {
+        result,
+        cancel: () => void promise.cancel(),
+        get started() {
+          return started;
+        },
+      };
     },
     threads() {
       const s = pool.stats();
