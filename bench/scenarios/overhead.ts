@@ -38,12 +38,26 @@ export async function overheadScenario(plan: Plan, env: Environment): Promise<Sc
       config: 'fanout({ serverTiming: true }) (the default outside production)',
     },
   ];
+  // BENCH_BEFORE_ROOT=/path/to/an/older/checkout (built, with this bench/ copied in): the package's variants also
+  // run from there, in the same rounds, so before and after are compared with Promise.all side by side.
+  const beforeRoot = process.env.BENCH_BEFORE_ROOT;
+  const roots = new Map<VariantRun, string>();
+  if (beforeRoot) {
+    for (const run of runs.filter((r) => r.kind === 'package')) {
+      const before: VariantRun = { ...run, label: `${run.label} [before]`, kind: 'baseline' };
+      roots.set(before, beforeRoot);
+      runs.splice(runs.indexOf(run), 0, before);
+    }
+  }
   const servers = new Map<VariantRun, ServerHandle>();
   const rounds = new Map<VariantRun, Round[]>(runs.map((r) => [r, []]));
   try {
     for (const run of runs) {
-      if (skipPackage(run, env)) continue;
-      const server = await startVariant(run, { node: { file: 'overhead', variant: run.id } });
+      const root = roots.get(run);
+      if (!root && skipPackage(run, env)) continue;
+      const server = await startVariant(run, {
+        node: { file: 'overhead', variant: run.id, ...(root ? { root } : {}) },
+      });
       if (!server) continue;
       servers.set(run, server);
       say(`  overhead · warm-up · ${run.label}`);
