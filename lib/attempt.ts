@@ -3,7 +3,15 @@ import { isInstance, OverloadedError } from './errors';
 import { clear, epochOf, remaining, timerIn } from './deadline';
 import type { Runtime } from './runtime';
 import type { Job, Lane } from './scheduler';
-import type { TaskContext, TaskFn, Transferable, WorkerArgs, WorkerMethodName, WorkerResult } from './types';
+import type {
+  TaskContext,
+  TaskFn,
+  TaskProbe,
+  Transferable,
+  WorkerArgs,
+  WorkerMethodName,
+  WorkerResult,
+} from './types';
 
 /**
  * What an attempt needs from its task (task.ts has it; passed down as this interface, never imported): the
@@ -18,7 +26,11 @@ export interface AttemptOwner {
   readonly executionDeadline: number;
   readonly results: Record<string, unknown>;
   readonly request: { outboundHeaders(deadline: number): Record<string, string> };
+  /** Observers' probe around each call of `run` (`fo.observe()`), or null. */
+  readonly probe: TaskProbe | null;
   attemptStarted(attempt: Attempt): void;
+  /** A `worker()` call of this attempt got its thread. */
+  threadStarted(): void;
   attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void;
   attemptTimedOut(attempt: Attempt): void;
   attemptDropped(attempt: Attempt, detail: string): void;
@@ -92,7 +104,11 @@ export class Attempt implements Job {
     this.ranAt = this.startedAt > 0 ? this.startedAt : performance.now();
     this.task.attemptStarted(this);
     try {
-      const result = this.task.def.run(new Context(this));
+      const probe = this.task.probe;
+      const result =
+        probe === null
+          ? this.task.def.run(new Context(this))
+          : probe.run(this.index, () => this.task.def.run(new Context(this)));
       if ((typeof result === 'object' && result !== null) || typeof result === 'function') {
         // Promise.resolve reads `then` itself and turns a throwing getter into a rejection; the native `then`
         // ignores a hostile own `then` on a real promise.
@@ -203,6 +219,7 @@ export class Attempt implements Job {
         signal: this.signal,
         arrival: lane.arrival,
         lane: lane.id,
+        onStart: () => task.threadStarted(),
         ...(transfer ? { transfer } : {}),
       });
     } catch (error) {

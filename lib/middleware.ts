@@ -38,6 +38,7 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   } as FanoutMiddleware;
   middleware.close = () => runtime.close();
   middleware.stats = () => runtime.stats();
+  middleware.observe = (observer) => runtime.observe(observer);
   return middleware;
 }
 

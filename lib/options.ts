@@ -20,7 +20,8 @@ export interface ResolvedOptions {
   admission: AdmissionSettings | false;
   graceMs: number;
   fallbackMs: number;
-  serverTiming: boolean;
+  /** `false`, or which tasks get an entry (`include` null: all). */
+  serverTiming: false | { include: ((name: string) => boolean) | null };
   workers: ResolvedWorkerOptions | false;
   onTask: ((event: TaskEvent) => void) | undefined;
   /** Retries and hedges allowed per task name (token-bucket.ts). */
@@ -159,13 +160,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   const graceMs = o.graceMs === undefined ? 1000 : integer('graceMs', o.graceMs, 0);
   const fallbackMs = o.fallbackMs === undefined ? 10 : integer('fallbackMs', o.fallbackMs, 0);
 
-  let serverTiming = process.env.NODE_ENV !== 'production';
-  if (o.serverTiming !== undefined) {
-    if (typeof o.serverTiming !== 'boolean') {
-      throw new TypeError(`Expected \`serverTiming\` to be a boolean, got ${describe(o.serverTiming)}`);
-    }
-    serverTiming = o.serverTiming;
-  }
+  const serverTiming = resolveServerTiming(o.serverTiming);
 
   if (o.onTask !== undefined && typeof o.onTask !== 'function') {
     throw new TypeError(`Expected \`onTask\` to be a function, got ${describe(o.onTask)}`);
@@ -188,6 +183,23 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     workers: resolveWorkerOptions(o.workers),
     onTask: o.onTask,
   };
+}
+
+/** `serverTiming`: a boolean, or `{ include? }` (which enables it whatever `NODE_ENV`). */
+function resolveServerTiming(value: unknown): ResolvedOptions['serverTiming'] {
+  if (value === undefined) return process.env.NODE_ENV === 'production' ? false : { include: null };
+  if (typeof value === 'boolean') return value ? { include: null } : false;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      `Expected \`serverTiming\` to be a boolean or \`{ include? }\`, got ${describe(value)}`,
+    );
+  }
+  rejectUnknown(value, ['include'], 'serverTiming.');
+  const { include } = value as { include?: unknown };
+  if (include !== undefined && typeof include !== 'function') {
+    throw new TypeError(`Expected \`serverTiming.include\` to be a function, got ${describe(include)}`);
+  }
+  return { include: (include as ((name: string) => boolean) | undefined) ?? null };
 }
 
 const BUDGET_KEYS = ['ratio', 'minPerSecond', 'windowMs'];

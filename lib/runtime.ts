@@ -7,7 +7,7 @@ import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
 import { TokenBucket } from './token-bucket';
-import type { FanoutStats, TaskEvent, TaskStatus } from './types';
+import type { FanoutObserver, FanoutStats, ObservedTask, TaskEvent, TaskProbe, TaskStatus } from './types';
 import { WorkerPool } from './workers';
 import { WorkerScriptError } from './errors';
 
@@ -23,7 +23,11 @@ export interface CountedTask {
   readonly fallbackMs: number;
   readonly error: unknown;
   readonly attempts: number;
+  readonly retried: number;
+  readonly hedged: number;
   readonly coalesced: boolean;
+  readonly startedAt: number;
+  readonly probe: TaskProbe | null;
 }
 
 /**
@@ -74,6 +78,9 @@ export class Runtime {
   };
   /** Executions shared by tasks of equal `key`. */
   readonly flights = new SingleFlight();
+  /** `fo.observe()`: integrations' hooks. `observed` is the one check a task pays when there are none. */
+  private observers: readonly FanoutObserver[] = [];
+  observed = false;
   private readonly names = new Map<string, NameState>();
 
   constructor(readonly options: ResolvedOptions) {
@@ -147,7 +154,36 @@ export class Runtime {
     return state.budgets;
   }
 
-  /** Counts a settled task and tells `onTask`. */
+  /** Adds an observer; returns its removal. */
+  observe(observer: FanoutObserver): () => void {
+    if (typeof observer !== 'object' || observer === null) {
+      throw new TypeError(`Expected the observer to be an object, got ${typeof observer}`);
+    }
+    this.observers = [...this.observers, observer];
+    this.observed = true;
+    return () => {
+      this.observers = this.observers.filter((o) => o !== observer);
+      this.observed = this.observers.length > 0;
+    };
+  }
+
+  /** The observers' probes for a task just created, combined into one; null when none wants one. */
+  probe(task: ObservedTask): TaskProbe | null {
+    let probes: TaskProbe[] | null = null;
+    for (const observer of this.observers) {
+      if (typeof observer.task !== 'function') continue;
+      try {
+        const probe = observer.task(task);
+        if (probe) (probes ??= []).push(probe);
+      } catch (error) {
+        debug('an observer threw: %O', error);
+      }
+    }
+    if (probes === null) return null;
+    return probes.length === 1 ? probes[0]! : combine(probes);
+  }
+
+  /** Counts a settled task and tells `onTask`, then the observers. */
   count(task: CountedTask): void {
     const c = this.counters;
     switch (task.status) {
@@ -172,7 +208,7 @@ export class Runtime {
         break;
     }
     const onTask = this.options.onTask;
-    if (!onTask) return;
+    if (!onTask && !this.observed) return;
     const event: TaskEvent = {
       name: task.name,
       status: task.status!,
@@ -182,11 +218,32 @@ export class Runtime {
     };
     if (task.coalesced) event.coalesced = true;
     if (task.fallbackMs > 0) event.fallbackMs = task.fallbackMs;
+    if (task.startedAt > 0) event.queuedMs = task.startedAt - task.submittedAt;
+    if (task.retried > 0) event.retried = task.retried;
+    if (task.hedged > 0) event.hedged = task.hedged;
     if (task.status !== 'fulfilled') event.error = task.error;
-    try {
-      onTask(event);
-    } catch (error) {
-      debug('onTask threw: %O', error);
+    if (onTask) {
+      try {
+        onTask(event);
+      } catch (error) {
+        debug('onTask threw: %O', error);
+      }
+    }
+    if (!this.observed) return;
+    if (task.probe !== null) {
+      try {
+        task.probe.end(event);
+      } catch (error) {
+        debug('an observer threw: %O', error);
+      }
+    }
+    for (const observer of this.observers) {
+      if (typeof observer.settled !== 'function') continue;
+      try {
+        observer.settled(event);
+      } catch (error) {
+        debug('an observer threw: %O', error);
+      }
     }
   }
 
@@ -219,4 +276,27 @@ export class Runtime {
       });
     return this.closing;
   }
+}
+
+/** Several observers' probes as one: each `run` wraps the next, so every one sees the function run inside it. */
+function combine(probes: readonly TaskProbe[]): TaskProbe {
+  return {
+    run<T>(attempt: number, fn: () => T): T {
+      let wrapped = fn;
+      for (const probe of probes) {
+        const inner = wrapped;
+        wrapped = () => probe.run(attempt, inner);
+      }
+      return wrapped();
+    },
+    end(event: TaskEvent): void {
+      for (const probe of probes) {
+        try {
+          probe.end(event);
+        } catch (error) {
+          debug('an observer threw: %O', error);
+        }
+      }
+    },
+  };
 }

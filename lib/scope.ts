@@ -9,7 +9,7 @@ import { BudgetExceededError, ClientClosedError, FanoutError, quietly } from './
 import { describe, integer, rejectUnknown } from './options';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
-import { MAX_BYTES, serverTimingOf } from './server-timing';
+import { MAX_BYTES, serverTimingOf } from './observe/server-timing';
 import { parseTasks } from './task-def';
 import { workerOnly, type TaskRun } from './task';
 import type {
@@ -203,17 +203,20 @@ export class Scope implements Fanout, CallHost {
       // client goes: the socket's does. A closed socket means every request on it is gone.
       if (socket) watchSocket(socket, this);
     }
-    if (options.serverTiming && !this.res.headersSent) {
+    const timing = options.serverTiming;
+    if (timing && !this.res.headersSent) {
       onHeaders(this.res, () => {
         const existing = this.res.getHeader('Server-Timing');
         if (existing === undefined) {
-          this.res.setHeader('Server-Timing', serverTimingOf(this));
+          this.res.setHeader('Server-Timing', serverTimingOf(this, timing.include));
           return;
         }
         // The app's own entries come first, and the whole header still stays within the cap.
         const before = String(existing);
-        const room = MAX_BYTES - before.length - 2;
-        if (room >= 128) this.res.setHeader('Server-Timing', `${before}, ${serverTimingOf(this, room)}`);
+        const room = MAX_BYTES - Buffer.byteLength(before) - 2;
+        if (room >= 128) {
+          this.res.setHeader('Server-Timing', `${before}, ${serverTimingOf(this, timing.include, room)}`);
+        }
       });
     }
   }

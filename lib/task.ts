@@ -15,7 +15,7 @@ import type { Runtime } from './runtime';
 import type { Lane } from './scheduler';
 import type { Flight, FlightWaiter } from './single-flight';
 import type { TaskDef } from './task-def';
-import type { TaskStatus } from './types';
+import type { TaskProbe, TaskStatus } from './types';
 
 type State = 'waiting' | 'queued' | 'running' | 'settled';
 
@@ -66,6 +66,13 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   /** Submission (dependencies resolved) and settlement, in `performance.now()` ms. */
   submittedAt: number;
   settledAt = 0;
+  /**
+   * When its first attempt got its slot (a `worker()` task: its thread), performance ms; 0 before, and for a
+   * task that never got one. `startedAt - submittedAt` is its queue wait (Server-Timing, `onTask`).
+   */
+  startedAt = 0;
+  /** The observers' probe (`fo.observe()`): null when nobody observes, which costs nothing. */
+  readonly probe: TaskProbe | null;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
   deadline: number;
 
@@ -99,6 +106,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   ) {
     this.submittedAt = performance.now();
     this.deadline = host.deadline;
+    this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 
   get name(): string {
@@ -179,6 +187,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
 
   /** An attempt got its slot: arm its own limit and, for a first attempt or a retry, the hedge. */
   attemptStarted(attempt: Attempt): void {
+    if (this.startedAt === 0 && !attempt.slotless) this.startedAt = attempt.ranAt;
     const def = this.def;
     const attemptMs = def.attemptTimeoutMs;
     if (attemptMs !== undefined && attempt.ranAt + attemptMs < this.executionDeadline)
@@ -192,6 +201,11 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     // No estimate yet (fewer than 20 samples), or the hedge would start at or after the deadline: none.
     if (!(attempt.ranAt + delay < this.deadline)) return;
     this.hedgeTimer = timerIn(Math.max(1, Math.round(delay)), onHedge, this);
+  }
+
+  /** A `worker()` task's call got its thread: the end of its queue wait. */
+  threadStarted(): void {
+    if (this.startedAt === 0) this.startedAt = performance.now();
   }
 
   /** An attempt's promise settled before anything ended it. */

@@ -80,10 +80,13 @@ export interface FanoutOptions {
    */
   graceMs?: number;
   /**
-   * Add a `Server-Timing` header with one entry per task and a `total`.
+   * Add a `Server-Timing` header with one entry per task and a `total`: `db;dur=201.3;desc="queued 21.2 ms"`,
+   * the task's whole time, the part of it spent waiting for a slot or a thread, and its outcome where not
+   * plain success (`api;dur=150;desc="fallback; queued 3.1 ms"`). At most 64 entries and 4,096 bytes, the
+   * app's own entries included. `{ include(name) }` chooses the tasks shown (enabled, whatever `NODE_ENV`).
    * @default true unless NODE_ENV=production
    */
-  serverTiming?: boolean;
+  serverTiming?: boolean | ServerTimingOptions;
   /**
    * The worker-thread pool for `req.fanout.worker()`, or `false` for none. The pool is created on first use.
    * @default {} (a pool with no script: `worker()` then fails with a clear error)
@@ -201,6 +204,16 @@ export interface WorkerOptions {
 /** How a task ended. */
 export type TaskStatus = 'fulfilled' | 'rejected' | 'timeout' | 'aborted' | 'shed' | 'skipped';
 
+/** `serverTiming: { include }`. */
+export interface ServerTimingOptions {
+  /**
+   * Whether the task's entry is written (`total` always is). Called once per task per response; a throw
+   * counts as `false`.
+   * @default every task
+   */
+  include?: (name: string) => boolean;
+}
+
 /** What `onTask` receives. */
 export interface TaskEvent {
   name: string;
@@ -219,6 +232,49 @@ export interface TaskEvent {
   attempts: number;
   /** Its outcome came from another task's execution with the same `key`. */
   coalesced?: true;
+  /**
+   * How long it waited for a slot (or, for a `worker()` task, a thread) before its first attempt ran, ms;
+   * absent for a task that never got one (shed, skipped, timed out in the queue, coalesced).
+   */
+  queuedMs?: number;
+  /** Retries and hedges among its attempts, when there were any. */
+  retried?: number;
+  hedged?: number;
+}
+
+/**
+ * A task as an observer sees it while it runs (see {@link FanoutMiddleware.observe}): read-only, and only
+ * meaningful until the probe's `end`.
+ */
+export interface ObservedTask {
+  readonly name: string;
+  /** Submission (dependencies resolved), `performance.now()` ms. */
+  readonly submittedAt: number;
+  /** The task's deadline, `performance.now()` ms. */
+  readonly deadline: number;
+}
+
+/**
+ * A per-task probe returned by {@link FanoutObserver.task}: `run` wraps every call of the task's function
+ * (each attempt), synchronously, so the function and what it awaits run inside whatever `run` sets up (an
+ * OpenTelemetry context, for instance); `end` is called once, when the task's outcome is final.
+ */
+export interface TaskProbe {
+  run<T>(attempt: number, fn: () => T): T;
+  end(event: TaskEvent): void;
+}
+
+/**
+ * An observer of one `fanout()` middleware's tasks (`fo.observe(observer)`), what the
+ * `express-fanout/prometheus` and `express-fanout/otel` exports are built on. Both hooks are optional; a
+ * middleware with no observer pays nothing for them. A throw from a hook is caught and logged under
+ * `DEBUG=express-fanout` (a throw from `run` before it calls `fn` fails that attempt).
+ */
+export interface FanoutObserver {
+  /** Every task's final outcome, as `onTask` gets it (after it). */
+  settled?(event: TaskEvent): void;
+  /** Called when a task is created (in the caller's async context: `all()`'s); may return a probe. */
+  task?(task: ObservedTask): TaskProbe | undefined;
 }
 
 /**
@@ -526,6 +582,11 @@ export interface FanoutMiddleware {
   /** Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers. */
   close(): Promise<void>;
   stats(): FanoutStats;
+  /**
+   * Adds an observer of every task (see {@link FanoutObserver}); returns a function that removes it. For
+   * integrations (`express-fanout/prometheus`, `express-fanout/otel`); an app has `onTask`.
+   */
+  observe(observer: FanoutObserver): () => void;
 }
 
 export type { FanoutError };

@@ -219,12 +219,14 @@ export interface TimingEntry {
 export function parseServerTiming(header: string | string[] | undefined): TimingEntry[] {
   if (header === undefined) return [];
   const text = Array.isArray(header) ? header.join(',') : header;
+  // Commas and semicolons inside a quoted `desc` ("fallback; queued 3.1 ms") separate nothing.
+  const outsideQuotes = (sep: string) => new RegExp(`${sep}(?=(?:[^"]*"[^"]*")*[^"]*$)`);
   return text
-    .split(',')
+    .split(outsideQuotes(','))
     .map((s) => s.trim())
     .filter(Boolean)
     .map((raw) => {
-      const [name = '', ...params] = raw.split(';').map((s) => s.trim());
+      const [name = '', ...params] = raw.split(outsideQuotes(';')).map((s) => s.trim());
       const entry: TimingEntry = { name, raw };
       for (const p of params) {
         const eq = p.indexOf('=');
