@@ -376,7 +376,7 @@ export interface TaskSpec<T = unknown> {
    * @default none
    */
   hedgeMs?: number | 'p90' | 'p95' | 'p99';
-  /** Hedges at most per attempt that is hedged (the next one after as long again). Integer 1 to 10. @default 1 */
+  /** Hedges at most for the task (each one `hedgeMs` after the previous). Integer 1 to 10. @default 1 */
   hedges?: number;
   /**
    * Single-flight: tasks with an equal key in flight in the same middleware, from any request, share one
