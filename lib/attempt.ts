@@ -1,6 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { isInstance, OverloadedError } from './errors';
 import { clear, epochOf, remaining, timerIn } from './deadline';
+import { downstreamOutcome, fetchWithin } from './fetch';
+import { RUN_LIMITED } from './fleet-limit';
 import type { Runtime } from './runtime';
 import type { Job, Lane } from './scheduler';
 import type {
@@ -37,7 +39,7 @@ export interface AttemptOwner {
 }
 
 /** How an attempt's promise ended, as its task sees it. */
-export type AttemptStatus = 'fulfilled' | 'rejected' | 'shed';
+export type AttemptStatus = 'fulfilled' | 'rejected' | 'shed' | 'timeout';
 
 /**
  * One attempt of a task: the scheduler's job. It has its own slot, its own abort controller (`ctx.signal`), its
@@ -132,7 +134,8 @@ export class Attempt implements Job {
   private readonly onRejected = (error: unknown): void => {
     // The worker pool sheds a call for this very task when its queue is full: that is a shed, not a failure.
     const shed = isInstance(error, OverloadedError) && error.tasks.includes(this.task.name);
-    this.ran(shed ? 'shed' : 'rejected', error);
+    // A callee's 504 or 503 through `ctx.fetch()` stays a timeout or a shed here.
+    this.ran(shed ? 'shed' : (downstreamOutcome(error) ?? 'rejected'), error);
   };
 
   /** The attempt's promise settled: give the slot back, then tell the task (unless it ended already). */
@@ -351,6 +354,25 @@ class Context implements TaskContext {
   get headers(): () => Record<string, string> {
     const task = this.of.task;
     return () => task.request.outboundHeaders(task.executionDeadline);
+  }
+
+  get fetch(): TaskContext['fetch'] {
+    const attempt = this.of;
+    return (url, init) =>
+      fetchWithin(
+        attempt.task.name,
+        url,
+        init,
+        attempt.signal,
+        attempt.task.request.outboundHeaders(attempt.task.executionDeadline),
+      );
+  }
+
+  /** A task with `limit` (task-def.ts wraps its `run`): waits for a fleet permit, runs, gives it back. */
+  [RUN_LIMITED](limit: string, run: TaskFn): Promise<unknown> {
+    const attempt = this.of;
+    const task = attempt.task;
+    return task.runtime.limits.run(limit, run, this, attempt.signal, task.executionDeadline);
   }
 
   get worker(): TaskContext['worker'] {

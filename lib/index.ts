@@ -11,11 +11,16 @@ export {
   WorkerCrashedError,
   WorkerScriptError,
 } from './errors';
+export { DownstreamError } from './fetch';
+export { MemoryLimitStore } from './stores/memory';
+export { RedisLimitStore, type RedisLimitStoreOptions, type RedisEvalClient } from './stores/redis';
 export type {
   FanoutOptions,
   AdaptiveConcurrency,
   AdmissionOptions,
   BudgetOptions,
+  LimitOptions,
+  LimitStore,
   RetryOptions,
   WorkerOptions,
   FanoutMiddleware,

@@ -1,5 +1,6 @@
 import { resolveConcurrency, type AdaptiveLimitSettings } from './adaptive-limit';
 import { resolveAdmission, type AdmissionSettings } from './admission';
+import { resolveLimits, type ResolvedLimits } from './fleet-limit';
 import type { BudgetSettings } from './token-bucket';
 import type { BudgetOptions, FanoutOptions, TaskEvent } from './types';
 import { resolveWorkerOptions, type ResolvedWorkerOptions } from './workers/options';
@@ -27,7 +28,14 @@ export interface ResolvedOptions {
   /** Retries and hedges allowed per task name (token-bucket.ts). */
   retryBudget: BudgetSettings;
   hedgeBudget: BudgetSettings;
+  /** Taken off the remaining budget sent downstream: `ms` plus `ratio` of the remaining time. */
+  propagationMargin: { ms: number; ratio: number };
+  /** Fleet-wide limits by name (fleet-limit.ts). */
+  limits: ResolvedLimits;
 }
+
+/** The default propagation margin: 5 ms plus 5 % of the remaining time (see README, "Across services"). */
+export const PROPAGATION_MARGIN_DEFAULTS = { ms: 5, ratio: 0.05 };
 
 /** Finagle's default retry budget: 20 % of first attempts over 10 s, plus 10 retries a second. */
 export const RETRY_BUDGET_DEFAULTS: BudgetSettings = { ratio: 0.2, minPerSecond: 10, windowMs: 10_000 };
@@ -52,6 +60,8 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'onTask',
   'retryBudget',
   'hedgeBudget',
+  'propagationMarginMs',
+  'limits',
 ];
 
 export function describe(value: unknown): string {
@@ -115,7 +125,7 @@ export function rejectUnknown(object: object, known: readonly string[], prefix =
   }
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null) return false;
   const proto: unknown = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
@@ -169,6 +179,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   return {
     retryBudget: resolveBudget('retryBudget', o.retryBudget, RETRY_BUDGET_DEFAULTS),
     hedgeBudget: resolveBudget('hedgeBudget', o.hedgeBudget, HEDGE_BUDGET_DEFAULTS),
+    propagationMargin: resolveMargin(o.propagationMarginMs),
+    limits: resolveLimits(o.limits),
     budgetMs,
     maxBudgetMs,
     budgetHeader,
@@ -200,6 +212,28 @@ function resolveServerTiming(value: unknown): ResolvedOptions['serverTiming'] {
     throw new TypeError(`Expected \`serverTiming.include\` to be a function, got ${describe(include)}`);
   }
   return { include: (include as ((name: string) => boolean) | undefined) ?? null };
+}
+
+const MARGIN_KEYS = ['ms', 'ratio'];
+
+/** `propagationMarginMs`: fixed ms (`20`), or `{ ms?, ratio? }` (a share of the remaining time on top). */
+function resolveMargin(value: FanoutOptions['propagationMarginMs']): { ms: number; ratio: number } {
+  if (value === undefined) return PROPAGATION_MARGIN_DEFAULTS;
+  if (typeof value === 'number') return { ms: integer('propagationMarginMs', value, 0), ratio: 0 };
+  if (!isPlainObject(value)) {
+    throw new TypeError(
+      `Expected \`propagationMarginMs\` to be an integer >= 0 or \`{ ms?, ratio? }\`, got ${describe(value)}`,
+    );
+  }
+  rejectUnknown(value, MARGIN_KEYS, 'propagationMarginMs.');
+  const ms = value.ms === undefined ? 0 : integer('propagationMarginMs.ms', value.ms, 0);
+  const ratio = value.ratio ?? 0;
+  if (typeof ratio !== 'number' || !Number.isFinite(ratio) || ratio < 0 || ratio >= 1) {
+    throw new TypeError(
+      `Expected \`propagationMarginMs.ratio\` to be a number from 0 to below 1, got ${describe(ratio)}`,
+    );
+  }
+  return { ms, ratio };
 }
 
 const BUDGET_KEYS = ['ratio', 'minPerSecond', 'windowMs'];

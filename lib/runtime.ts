@@ -2,6 +2,7 @@ import createDebug from 'debug';
 import type { ResolvedOptions } from './options';
 import { performance } from 'node:perf_hooks';
 import { AdaptiveLimit } from './adaptive-limit';
+import { FleetLimits } from './fleet-limit';
 import { Admission } from './admission';
 import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
@@ -75,7 +76,11 @@ export class Runtime {
     hedgeWins: 0,
     coalesced: 0,
     skipped: 0,
+    limitAcquired: 0,
+    limitFailOpen: 0,
   };
+  /** Fleet-wide limits (`limits`), for tasks with `limit`. */
+  readonly limits: FleetLimits;
   /** Executions shared by tasks of equal `key`. */
   readonly flights = new SingleFlight();
   /** `fo.observe()`: integrations' hooks. `observed` is the one check a task pays when there are none. */
@@ -85,6 +90,7 @@ export class Runtime {
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
+    this.limits = new FleetLimits(options.limits, options.graceMs, this.counters);
     this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue, {
       ...(admission ? { admission: new Admission(admission) } : {}),
       ...(adaptive ? { adaptive: new AdaptiveLimit(adaptive, performance.now()) } : {}),

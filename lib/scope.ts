@@ -127,11 +127,21 @@ export class Scope implements Fanout, CallHost {
     }));
   }
 
-  /** The budget header for outbound calls: never 0, which the receiver would ignore. */
+  headers(): Record<string, string> {
+    this.activate();
+    return this.outboundHeaders(this.deadlineAt);
+  }
+
+  /**
+   * The budget header for outbound calls: the time left minus the propagation margin, so that the callee's
+   * deadline (counted from when it sees the request, a transit later) falls before ours with room for its
+   * answer's way back. Never 0, which the receiver would ignore.
+   */
   outboundHeaders(deadline: number): Record<string, string> {
-    const header = this.runtime.options.budgetHeader;
+    const { budgetHeader: header, propagationMargin: margin } = this.runtime.options;
     if (!header) return {};
-    return { [header]: String(Math.max(1, Math.floor(deadline - performance.now()))) };
+    const left = deadline - performance.now();
+    return { [header]: String(Math.max(1, Math.floor(left - margin.ms - left * margin.ratio))) };
   }
 
   /** The client left before the response: whatever a call still gives, nobody will read it. */

@@ -1,4 +1,5 @@
 import { quote } from './errors';
+import { limitedRun } from './fleet-limit';
 import { describe, didYouMean, integer, rejectUnknown } from './options';
 import type { TaskFn } from './types';
 
@@ -39,6 +40,7 @@ const SPEC_KEYS = [
   'hedges',
   'key',
   'skipWhenLate',
+  'limit',
 ];
 const RETRY_KEYS = ['max', 'backoffMs', 'retryOn'];
 const QUANTILES: Record<string, number> = { p90: 0.9, p95: 0.95, p99: 0.99 };
@@ -102,9 +104,12 @@ function parseSpec(name: string, task: unknown): TaskDef {
     if (spec.skipWhenLate !== undefined && typeof spec.skipWhenLate !== 'boolean') {
       throw new TypeError(`Expected \`skipWhenLate\` to be a boolean, got ${describe(spec.skipWhenLate)}`);
     }
+    if (spec.limit !== undefined && (typeof spec.limit !== 'string' || spec.limit === '')) {
+      throw new TypeError(`Expected \`limit\` to be the name of a limit, got ${describe(spec.limit)}`);
+    }
     return {
       name,
-      run: spec.run as TaskFn,
+      run: spec.limit === undefined ? (spec.run as TaskFn) : limitedRun(spec.limit, spec.run as TaskFn),
       timeoutMs: spec.timeoutMs === undefined ? undefined : integer('timeoutMs', spec.timeoutMs, 1),
       hasFallback,
       fallback: spec.fallback,

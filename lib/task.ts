@@ -11,6 +11,7 @@ import {
   quote,
   TaskSkippedError,
 } from './errors';
+import { retryHint } from './fetch';
 import type { Runtime } from './runtime';
 import type { Lane } from './scheduler';
 import type { Flight, FlightWaiter } from './single-flight';
@@ -258,7 +259,9 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.lastStatus = status;
     this.lastError = error;
     if (this.attempt !== null || this.extra !== null) return;
-    if (this.state !== 'settled' && status !== 'shed' && this.retry(error)) return;
+    // A callee's 503 (`ctx.fetch()`) may be retried after its Retry-After; the package's own shed is final.
+    const retryable = status !== 'shed' || retryHint(error) !== undefined;
+    if (this.state !== 'settled' && retryable && this.retry(error)) return;
     this.finish(status, error);
   }
 
@@ -272,16 +275,21 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     if (policy === undefined || this.retried >= policy.max) return false;
     const scope = this.host.scope;
     if (scope.over || isInstance(error, ClientClosedError)) return false;
+    const hint = retryHint(error);
     if (policy.retryOn !== undefined) {
       try {
         if (!policy.retryOn(error)) return false;
       } catch {
         return false;
       }
-    }
+    } else if (hint !== undefined && !hint.retryable) return false;
     const runtime = scope.runtime;
     const now = performance.now();
-    const backoff = Math.round(Math.random() * policy.backoffMs * 2 ** this.retried);
+    // Never before the callee's Retry-After.
+    const backoff = Math.max(
+      hint?.afterMs ?? 0,
+      Math.round(Math.random() * policy.backoffMs * 2 ** this.retried),
+    );
     const typical = runtime.quantile(this.name, 0.5, 5);
     const need = backoff + (typical === typical ? Math.max(typical, 1) : MIN_ATTEMPT_MS);
     if (this.deadline - now < need) return false;

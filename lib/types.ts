@@ -120,6 +120,44 @@ export interface FanoutOptions {
    * @default { ratio: 0.05, minPerSecond: 1, windowMs: 10000 }
    */
   hedgeBudget?: BudgetOptions;
+  /**
+   * Taken off the remaining budget that `ctx.headers()`, `ctx.fetch()` and `req.fanout.headers()` send
+   * downstream, so that a callee's deadline falls before its caller's: the callee counts its budget from when
+   * it sees the request, so the margin must cover the way back (the answer's transit) and the time to use it.
+   * An integer of ms, or `{ ms, ratio }`: `ms` plus `ratio` of the remaining time. On a network with a round
+   * trip of `r` ms between services, give at least `2 × r` plus a few ms (README, "Across services").
+   * @default { ms: 5, ratio: 0.05 } (5 ms plus 5 % of the remaining time)
+   */
+  propagationMarginMs?: number | { ms?: number; ratio?: number };
+  /**
+   * Named limits a task joins with its option `limit: 'payments'`: at most `concurrency` such tasks run at once
+   * in every process sharing the `store` (the whole fleet with {@link RedisLimitStore}; this middleware alone
+   * with the default in-memory store). Waiting for a permit counts against the task's budget.
+   * @default {} (none)
+   */
+  limits?: Record<string, LimitOptions>;
+}
+
+/** One entry of the `limits` option. */
+export interface LimitOptions {
+  /** Tasks of this limit running at once in every process sharing the store. Integer >= 1. */
+  concurrency: number;
+  /**
+   * Where permits are counted: `new RedisLimitStore({ client })` for a fleet, or the default in-memory store
+   * (this middleware only). A lease expires at the task's deadline + `graceMs`, so a crashed process frees its
+   * permits by then.
+   * @default an in-memory store
+   */
+  store?: LimitStore;
+}
+
+/**
+ * Where a fleet-wide limit counts its permits. `acquire` takes a permit named `leaseId` if fewer than `limit`
+ * are held, for at most `ttlMs` (then it lapses on its own); `release` gives it back.
+ */
+export interface LimitStore {
+  acquire(name: string, limit: number, leaseId: string, ttlMs: number): Promise<boolean>;
+  release(name: string, leaseId: string): Promise<void>;
 }
 
 /** `retryBudget` and `hedgeBudget`: each field defaults on its own. */
@@ -315,8 +353,18 @@ export interface TaskContext<R = Record<string, unknown>> {
   readonly results: R;
   /** 0 for the first attempt, then 1, 2 … for each retry or hedge. Each attempt has its own `signal`. */
   readonly attempt: number;
-  /** The budget header carrying the remaining ms, to pass on to services that use this package too. */
+  /**
+   * The budget header carrying the remaining ms minus the propagation margin (`propagationMarginMs`), to pass
+   * on to services that use this package too: their deadline then falls before this task's.
+   */
   headers(): Record<string, string>;
+  /**
+   * The global `fetch` with this attempt's `signal` and the budget header set (merged into `init.headers`).
+   * Resolves with the `Response` for a status below 500 (a 404 is the caller's business; the body is not
+   * read). A callee's 504 rejects with a {@link DownstreamError} counted as a timeout, its 503 as a shed (a
+   * retry waits for its `Retry-After`), its 499 as a failure never retried, any other 5xx as a failure.
+   */
+  fetch(url: string | URL, init?: RequestInit): Promise<Response>;
   /**
    * Runs `method` of the worker script on the worker-thread pool, as part of this task (same signal and
    * deadline): `db: (ctx) => ctx.worker('query', [sql])`.
@@ -384,6 +432,12 @@ export interface TaskSpec<T = unknown> {
    * the execution is aborted only when every one has left. Not a cache: nothing is kept after it settles.
    */
   key?: string;
+  /**
+   * Name of a fleet-wide limit (middleware option `limits`) whose permit this task also needs: each attempt
+   * waits for one after getting its slot (the wait counts against the budget) and gives it back when it
+   * settles.
+   */
+  limit?: string;
   /**
    * For a task with a `fallback`: when the name's recent p95 (from 20 samples on) exceeds the time left,
    * take the fallback at once without a slot (status `'skipped'`).
@@ -521,6 +575,8 @@ export interface Fanout {
   readonly deadline: number;
   /** Milliseconds left in the request's budget, never negative. */
   remainingMs(): number;
+  /** The budget header for a call made outside a task: the request's remaining ms minus the propagation margin. */
+  headers(): Record<string, string>;
   /** The request's tasks so far. */
   timings(): TaskTiming[];
 }
@@ -555,6 +611,9 @@ export interface FanoutStats {
   coalesced: number;
   /** Optional tasks that took their fallback at once: their name's recent p95 exceeded the time left. */
   skipped: number;
+  /** Fleet-limit permits taken, and attempts that ran on the local bound because the store failed (Redis down). */
+  limitAcquired: number;
+  limitFailOpen: number;
   workers: WorkerStats;
 }
 

@@ -20,6 +20,8 @@ const zeroStats: FanoutStats = {
   hedgeWins: 0,
   coalesced: 0,
   skipped: 0,
+  limitAcquired: 0,
+  limitFailOpen: 0,
   workers: { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
 };
 
