@@ -125,9 +125,18 @@ export class FleetLimits {
       signal.throwIfAborted();
       const ttl = Math.ceil(remaining(deadline)) + this.graceMs;
       let got: boolean;
+      const asked = store.acquire(limit.name, limit.concurrency, id, ttl);
       try {
-        got = await within(store.acquire(limit.name, limit.concurrency, id, ttl), STORE_TIMEOUT_MS);
+        got = await within(asked, STORE_TIMEOUT_MS);
       } catch (error) {
+        // An answer that comes after all must not hold a permit nobody uses until it lapses.
+        const late = store;
+        asked.then(
+          (taken) => {
+            if (taken) late.release(limit.name, id).catch(() => {});
+          },
+          () => {},
+        );
         if (store === this.local) throw error;
         debug('limit %s: the store failed, falling back to the local bound: %O', limit.name, error);
         this.counters.limitFailOpen++;

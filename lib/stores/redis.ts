@@ -68,6 +68,8 @@ export class RedisLimitStore implements LimitStore {
     this.url = url;
     this.own = client === undefined;
     this.prefix = prefix;
+    // Loading the client and connecting take longer than a task should wait: start now, at `fanout()` time.
+    if (this.own) void Promise.resolve(this.connect()).catch(() => {});
   }
 
   async acquire(name: string, limit: number, leaseId: string, ttlMs: number): Promise<boolean> {
