@@ -682,7 +682,7 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
         app.get(
           '/hold',
           route(async (req, res) => {
-            res.json(await req.fanout.all({ hold: () => sleep(600) }));
+            res.json(await req.fanout.all({ hold: () => sleep(1000) }));
           }),
         );
         echoErrors(app);
@@ -692,11 +692,16 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
       expect(lent.status).toBe(504);
       expect(fo.stats()).toMatchObject({ running: 0, queued: 0 });
 
+      // The cut thread is gone and a fresh one is warm before the second part.
+      await waitFor(() => fo.stats().workers.terminated === 1, 'the cut thread to be terminated');
+      await waitFor(() => fo.stats().workers.busy === 0, 'the cut thread to be gone');
+      expect((await http.get('/lent').query({ ms: 1 })).status).toBe(200);
+
       // Waiting to re-take at the deadline: /hold took the lent slot and keeps it past the deadline.
       const retaking = http
         .get('/lent')
         .query({ ms: 150 })
-        .set(BUDGET_HEADER, '400')
+        .set(BUDGET_HEADER, '600')
         .then((r) => r);
       await waitFor(() => fo.stats().workers.busy === 1, 'the worker call to run');
       const holding = http.get('/hold').then((r) => r);
