@@ -4,7 +4,10 @@ module.exports = {
   roots: ['<rootDir>/__tests__'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
-  moduleNameMapper: { '^express-fanout$': '<rootDir>/lib/index.ts' },
+  moduleNameMapper: {
+    '^express-fanout$': '<rootDir>/lib/index.ts',
+    '^express-fanout/(prometheus|otel)$': '<rootDir>/lib/observe/$1.ts',
+  },
   // Timing tests assert tolerance windows, never exact numbers; the machine is small and shared.
   testTimeout: 20000,
 };

@@ -39,6 +39,10 @@ export interface AppDeps {
   apiUrl: string;
   /** Where 5xx errors are reported. */
   log: (line: string) => void;
+  /** `GET /metrics` (metrics.ts), when the demo serves it. */
+  metrics?: RequestHandler;
+  /** `/dashboard` and its `/events` stream (dashboard/routes.ts), when the demo serves them. */
+  dashboard?: RequestHandler;
 }
 
 /** The slow API's latency in `/` and `/sequential` unless `?apiMs=` says otherwise. */
@@ -66,14 +70,31 @@ export const ROUTES: ReadonlyArray<readonly [path: string, what: string]> = [
   ['/cpu/inline', 'the same fib on the event loop: every other request waits for it'],
   ['/ping', 'a light answer: its latency shows how free the event loop is'],
   [
+    '/dashboard',
+    'open it in a browser: a waterfall of each answer from its Server-Timing, live stats(), a burst of 500',
+  ],
+  ['/metrics', 'Prometheus metrics (express-fanout/prometheus): task and queue time histograms, gauges'],
+  [
     '/stats',
     'fo.stats() (the adaptive concurrency `limit` and worker threads included) and the event-loop delay since the last /stats',
   ],
 ];
 
-export function createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl, log }: AppDeps): Express {
+export function createApp({
+  fo,
+  catalogFile,
+  dbFile,
+  loopDelay,
+  apiUrl,
+  log,
+  metrics,
+  dashboard,
+}: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // Outside the middleware: a scrape, the page and its event stream use no budget and never count as tasks.
+  if (metrics) app.get('/metrics', metrics);
+  if (dashboard) app.use(dashboard);
   app.use(stopwatch);
   app.use(fo);
 

@@ -9,6 +9,8 @@ import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
 import { fanout, type FanoutMiddleware } from 'express-fanout';
 import { createApp } from './app';
+import { createDashboard, type Dashboard } from './dashboard/routes';
+import { metricsOf, type Metrics } from './metrics';
 import { CATALOG_FILE, ensureCatalog, readCatalog } from './catalog';
 import { DB_FILE, ensureDatabase, openDatabase, regionReport } from './db';
 import { monitorLoopDelay, type LoopDelay } from './loop-delay';
@@ -70,6 +72,8 @@ export async function createDemo(options: DemoOptions = {}): Promise<Demo> {
     workers: { script: POOL.script, execArgv: POOL.execArgv, minWorkers: 2 },
   });
   const loopDelay = monitorLoopDelay();
+  const metrics = metricsOf(fo);
+  const dashboard = createDashboard(fo);
   let api: SlowApi | undefined;
   let listening: Listening | undefined;
   try {
@@ -77,7 +81,16 @@ export async function createDemo(options: DemoOptions = {}): Promise<Demo> {
     // The first fetch pays for starting undici and opening a connection, the first read for cold caches:
     // paid here, once, so that the first request measures the same as the others.
     await Promise.all([callSlowApi(api.url, 0), readCatalog(catalogFile)]);
-    const app = createApp({ fo, catalogFile, dbFile, loopDelay, apiUrl: api.url, log });
+    const app = createApp({
+      fo,
+      catalogFile,
+      dbFile,
+      loopDelay,
+      apiUrl: api.url,
+      log,
+      metrics: metrics.handler,
+      dashboard: dashboard.handler,
+    });
     listening = await listen(app, options.port ?? 3000, options.host);
     const { server } = listening;
     const { port } = server.address() as AddressInfo;
@@ -85,7 +98,7 @@ export async function createDemo(options: DemoOptions = {}): Promise<Demo> {
     // The same for the worker pool: two requests at once start both threads, which load the script and open
     // the database, before any client's request.
     await Promise.all([warmUp(`${url}/?apiMs=0`), warmUp(`${url}/?apiMs=0`)]);
-    const parts = { listening, fo, api, loopDelay };
+    const parts = { listening, fo, api, loopDelay, metrics, dashboard };
     let closing: Promise<void> | undefined;
     return {
       app,
@@ -103,6 +116,8 @@ export async function createDemo(options: DemoOptions = {}): Promise<Demo> {
       close: () => (closing ??= shutdown(parts)),
     };
   } catch (error) {
+    dashboard.close();
+    metrics.close();
     await listening?.stop();
     await fo.close();
     await api?.close();
@@ -134,7 +149,11 @@ async function shutdown(parts: {
   fo: FanoutMiddleware;
   api: SlowApi;
   loopDelay: LoopDelay;
+  metrics: Metrics;
+  dashboard: Dashboard;
 }) {
+  // The dashboard's event streams never end on their own: ended first, or the server would wait for them.
+  parts.dashboard.close();
   // No new connections; idle keep-alive ones close now, busy ones right after their answer.
   const stopped = parts.listening.stop();
   // Requests in flight finish: their tasks settle within their budgets, then the middleware stops and its
@@ -145,6 +164,7 @@ async function shutdown(parts: {
   // wait for it, but the server has closed only once every answer went out.
   await parts.api.close();
   parts.loopDelay.close();
+  parts.metrics.close();
 }
 
 interface Listening {

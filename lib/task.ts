@@ -188,7 +188,9 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
 
   /** An attempt got its slot: arm its own limit and, for a first attempt or a retry, the hedge. */
   attemptStarted(attempt: Attempt): void {
-    if (this.startedAt === 0 && !attempt.slotless) this.startedAt = attempt.ranAt;
+    // Its wait counts from the attempt's own submission: the task's bookkeeping before it is not queueing.
+    if (this.startedAt === 0 && !attempt.slotless)
+      this.startedAt = this.submittedAt + Math.max(0, attempt.ranAt - attempt.submittedAt);
     const def = this.def;
     const attemptMs = def.attemptTimeoutMs;
     if (attemptMs !== undefined && attempt.ranAt + attemptMs < this.executionDeadline)

@@ -26,13 +26,25 @@ execFileSync(
   },
 );
 
-const names = Object.keys(createRequire(import.meta.url)(join(dist, 'cjs/index.js'))).filter(
-  (n) => n !== '__esModule',
-);
+// The entry points: the package, and its optional integrations' subpath exports (each loads its peer
+// dependency only when called, so requiring the wrapper's CommonJS file to list its names needs none).
+const ENTRIES = [
+  ['index', 'index'],
+  ['prometheus', 'observe/prometheus'],
+  ['otel', 'observe/otel'],
+];
+const require = createRequire(import.meta.url);
 mkdirSync(join(dist, 'esm'), { recursive: true });
-writeFileSync(
-  join(dist, 'esm/index.mjs'),
-  `import cjs from '../cjs/index.js';\nexport const { ${names.join(', ')} } = cjs;\n`,
+const built = [];
+for (const [entry, cjsPath] of ENTRIES) {
+  const names = Object.keys(require(join(dist, `cjs/${cjsPath}.js`))).filter((n) => n !== '__esModule');
+  writeFileSync(
+    join(dist, `esm/${entry}.mjs`),
+    `import cjs from '../cjs/${cjsPath}.js';\nexport const { ${names.join(', ')} } = cjs;\n`,
+  );
+  writeFileSync(join(dist, `esm/${entry}.d.mts`), `export * from '../cjs/${cjsPath}.js';\n`);
+  built.push(`${entry}: ${names.join(', ')}`);
+}
+console.log(
+  `built ${dist === join(root, 'dist') ? 'dist/' : dist} (cjs + esm wrappers): ${built.join('; ')}`,
 );
-writeFileSync(join(dist, 'esm/index.d.mts'), `export * from '../cjs/index.js';\n`);
-console.log(`built ${dist === join(root, 'dist') ? 'dist/' : dist} (cjs + esm wrapper): ${names.join(', ')}`);

@@ -1,0 +1,250 @@
+// `express-fanout/prometheus`: a middleware's tasks as Prometheus metrics, through `prom-client` (an optional
+// peer dependency, loaded by the first call of `prometheus()`, never by importing the package).
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { FanoutMiddleware, TaskEvent } from '../types';
+import { outcomeOf } from './outcome';
+
+export type { Outcome } from './outcome';
+
+export interface PrometheusOptions {
+  /**
+   * Where the metrics are registered.
+   * @default prom-client's default registry (`register`)
+   */
+  registry?: Registry;
+  /**
+   * Prepended to every metric name; give each `fanout()` instance its own when several share a registry.
+   * @default 'fanout_'
+   */
+  prefix?: string;
+  /**
+   * Task names kept as label values at most; later names are counted under `task="other"`. Task names are
+   * code, but `req.fanout.run(fn, name)` may be given anything: the cap keeps the series bounded.
+   * @default 100
+   */
+  maxNames?: number;
+  /**
+   * Histogram buckets, seconds.
+   * @default [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]: a budget in ms, from 5 ms to 10 s
+   */
+  buckets?: number[];
+}
+
+/** What `prometheus()` returns: `remove()` stops observing and unregisters its metrics. */
+export interface PrometheusMetrics {
+  /** The names of the registered metrics, prefix included. */
+  readonly names: readonly string[];
+  remove(): void;
+}
+
+export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** The label value standing for every task name past `maxNames`. */
+export const OTHER = 'other';
+/** Characters of a task name kept in a label value. */
+const MAX_LABEL = 64;
+
+type PromClient = typeof import('prom-client');
+
+/**
+ * Registers the middleware's metrics (names with the default prefix):
+ * - `fanout_task_duration_seconds{task,outcome}` histogram: submission to final value, queue wait included;
+ * - `fanout_task_queue_seconds{task,outcome}` histogram: the wait for a slot or a thread (tasks that got one);
+ * - `fanout_tasks_total{task,outcome}` counter;
+ * - `fanout_shed_total`, `fanout_abandoned_total` (write-offs), `fanout_retries_total`, `fanout_hedges_total`
+ *   counters, read from `fo.stats()` at scrape time;
+ * - `fanout_running`, `fanout_queued`, `fanout_concurrency_limit`, `fanout_worker_threads{state="busy"|"idle"}`,
+ *   `fanout_worker_queued` gauges, read from `fo.stats()` at scrape time.
+ * ```ts
+ * import { register } from 'prom-client';
+ * import { prometheus } from 'express-fanout/prometheus';
+ * const fo = fanout({ budgetMs: 500 });
+ * prometheus(fo);
+ * app.get('/metrics', async (_req, res) => res.type(register.contentType).send(await register.metrics()));
+ * ```
+ */
+export function prometheus(
+  fo: Pick<FanoutMiddleware, 'observe' | 'stats'>,
+  options: PrometheusOptions = {},
+): PrometheusMetrics {
+  const { prefix, maxNames, buckets, registry: given } = resolve(options);
+  const client = load();
+  const registry = given ?? client.register;
+  const registers = [registry];
+  const names: string[] = [];
+  const made: Array<Counter | Gauge | Histogram> = [];
+  const add = <M extends Counter | Gauge | Histogram>(metric: M, name: string): M => {
+    names.push(name);
+    made.push(metric);
+    return metric;
+  };
+  const n = (name: string) => `${prefix}${name}`;
+  try {
+    const duration = add(
+      new client.Histogram({
+        name: n('task_duration_seconds'),
+        help: 'Time of a fan-out task from submission to its final value (queue wait and fallback included)',
+        labelNames: ['task', 'outcome'],
+        buckets,
+        registers,
+      }),
+      n('task_duration_seconds'),
+    );
+    const queue = add(
+      new client.Histogram({
+        name: n('task_queue_seconds'),
+        help: 'Time a fan-out task waited for a slot (or a worker thread) before its first attempt ran',
+        labelNames: ['task', 'outcome'],
+        buckets,
+        registers,
+      }),
+      n('task_queue_seconds'),
+    );
+    const tasks = add(
+      new client.Counter({
+        name: n('tasks_total'),
+        help: 'Fan-out tasks settled, by task name and outcome',
+        labelNames: ['task', 'outcome'],
+        registers,
+      }),
+      n('tasks_total'),
+    );
+    // Process-wide counters of stats(), turned into Prometheus counters by their increase since the last scrape.
+    const fromStats = (name: string, help: string, read: () => number): void => {
+      let last = 0;
+      add(
+        new client.Counter({
+          name: n(name),
+          help,
+          registers,
+          collect() {
+            const now = read();
+            if (now > last) this.inc(now - last);
+            last = now;
+          },
+        }),
+        n(name),
+      );
+    };
+    fromStats(
+      'shed_total',
+      'Tasks shed: refused for want of a slot or a place in the queue',
+      () => fo.stats().shed,
+    );
+    fromStats(
+      'abandoned_total',
+      'Aborted tasks written off after ignoring their signal for graceMs (their slot freed)',
+      () => fo.stats().abandoned,
+    );
+    fromStats('retries_total', 'Retry attempts made', () => fo.stats().retries);
+    fromStats('hedges_total', 'Hedge attempts made', () => fo.stats().hedges);
+    const gauge = (name: string, help: string, read: () => number): void => {
+      add(
+        new client.Gauge({
+          name: n(name),
+          help,
+          registers,
+          collect() {
+            this.set(read());
+          },
+        }),
+        n(name),
+      );
+    };
+    gauge('running', 'Tasks holding a slot now', () => fo.stats().running);
+    gauge('queued', 'Tasks waiting for a slot now', () => fo.stats().queued);
+    gauge(
+      'concurrency_limit',
+      'The concurrency limit now (adaptive, or the configured one)',
+      () => fo.stats().limit,
+    );
+    gauge('worker_queued', 'Worker calls waiting for a thread now', () => fo.stats().workers.pending);
+    add(
+      new client.Gauge({
+        name: n('worker_threads'),
+        help: 'Worker threads, by state',
+        labelNames: ['state'],
+        registers,
+        collect() {
+          const { busy, idle } = fo.stats().workers;
+          this.set({ state: 'busy' }, busy);
+          this.set({ state: 'idle' }, idle);
+        },
+      }),
+      n('worker_threads'),
+    );
+
+    const seen = new Set<string>();
+    const label = (name: string): string => {
+      const value = name.length > MAX_LABEL ? name.slice(0, MAX_LABEL) : name;
+      if (seen.has(value)) return value;
+      if (seen.size >= maxNames) return OTHER;
+      seen.add(value);
+      return value;
+    };
+    const stop = fo.observe({
+      settled(event: TaskEvent): void {
+        const labels = { task: label(event.name), outcome: outcomeOf(event) };
+        duration.observe(labels, event.ms / 1000);
+        if (event.queuedMs !== undefined) queue.observe(labels, event.queuedMs / 1000);
+        tasks.inc(labels);
+      },
+    });
+    return {
+      names,
+      remove() {
+        stop();
+        for (const name of names) registry.removeSingleMetric(name);
+      },
+    };
+  } catch (error) {
+    for (const name of names) registry.removeSingleMetric(name);
+    throw error;
+  }
+}
+
+function resolve(options: PrometheusOptions): Required<Omit<PrometheusOptions, 'registry'>> & {
+  registry: Registry | undefined;
+} {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`Expected the options of \`prometheus()\` to be an object, got ${typeof options}`);
+  }
+  const known = ['registry', 'prefix', 'maxNames', 'buckets'];
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new TypeError(
+        `Unknown option \`${key}\` of \`prometheus()\`. Known options: ${known.join(', ')}`,
+      );
+    }
+  }
+  const { registry, prefix = 'fanout_', maxNames = 100, buckets = DEFAULT_BUCKETS } = options;
+  if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/.test(prefix)) {
+    throw new TypeError(
+      `Expected \`prefix\` to be a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got \`${String(prefix)}\``,
+    );
+  }
+  if (!Number.isInteger(maxNames) || maxNames < 1) {
+    throw new TypeError(`Expected \`maxNames\` to be an integer >= 1, got \`${String(maxNames)}\``);
+  }
+  if (
+    !Array.isArray(buckets) ||
+    buckets.length === 0 ||
+    !buckets.every((b) => typeof b === 'number' && b > 0)
+  ) {
+    throw new TypeError('Expected `buckets` to be a non-empty array of positive numbers (seconds)');
+  }
+  if (registry !== undefined && (typeof registry !== 'object' || registry === null)) {
+    throw new TypeError(`Expected \`registry\` to be a prom-client Registry, got ${typeof registry}`);
+  }
+  return { registry, prefix, maxNames, buckets };
+}
+
+function load(): PromClient {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('prom-client') as PromClient;
+  } catch (error) {
+    throw new Error('express-fanout/prometheus needs the `prom-client` package: npm install prom-client', {
+      cause: error,
+    });
+  }
+}
