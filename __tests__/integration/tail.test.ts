@@ -105,6 +105,60 @@ describe.each(expressVersions)('retries, hedging, single-flight, skipping (%s)',
       expect(fo.stats().retries).toBe(2);
     });
 
+    it('cuts an attempt at attemptTimeoutMs, aborting its signal, and retries it', async () => {
+      const signals: AbortSignal[] = [];
+      const { http, fo } = await serve({ graceMs: 100 }, (app) =>
+        app.get(
+          '/',
+          report((req) =>
+            req.fanout.run(
+              {
+                run: ({ signal, attempt }) => {
+                  signals.push(signal);
+                  return attempt === 0 ? delay(5000, 'stuck', signal) : delay(5, 'second', signal);
+                },
+                attemptTimeoutMs: 40,
+                retries: { max: 1, backoffMs: 1 },
+              },
+              'db',
+            ),
+          ),
+        ),
+      );
+      const { value: res, ms } = await timed(http.get('/').expect(200));
+      expect(res.body).toEqual({ ok: true, value: 'second' });
+      expect(ms).toBeLessThan(1000);
+      expect(signals).toHaveLength(2);
+      expect(signals[0]!.aborted).toBe(true);
+      expect(signals[0]!.reason).toMatchObject({
+        name: 'BudgetExceededError',
+        kind: 'timeout',
+        budgetMs: 40,
+      });
+      expect(fo.stats()).toMatchObject({ retries: 1, completed: 1 });
+    });
+
+    it('lets a retried failure fall back, and says so in Server-Timing', async () => {
+      const { http } = await serve({ graceMs: 100 }, (app) =>
+        app.get(
+          '/',
+          report((req) =>
+            req.fanout.settle({
+              db: {
+                run: () => Promise.reject(new Error('down')),
+                retries: { max: 1, backoffMs: 1 },
+                fallback: 'fb',
+              },
+            }),
+          ),
+        ),
+      );
+      const res = await http.get('/').expect(200);
+      expect(res.body.value.db).toMatchObject({ status: 'rejected', value: 'fb' });
+      const entry = parseServerTiming(res.headers['server-timing']).find((e) => e.name === 'db');
+      expect(entry?.raw).toMatch(/desc="fallback[,;] retried 1"/);
+    });
+
     it('makes no retry after the deadline: an attempt that fails after it is not retried', async () => {
       let calls = 0;
       const { http, fo } = await serve({ budgetMs: 100, graceMs: 1000 }, (app) =>
