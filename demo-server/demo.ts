@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
-import { fanout, type FanoutMiddleware } from 'express-fanout';
+import { drainable, fanout, type FanoutMiddleware } from 'express-fanout';
 import { createApp } from './app';
 import { createDashboard, type Dashboard } from './dashboard/routes';
 import { metricsOf, type Metrics } from './metrics';
@@ -154,7 +154,8 @@ async function shutdown(parts: {
 }) {
   // The dashboard's event streams never end on their own: ended first, or the server would wait for them.
   parts.dashboard.close();
-  // No new connections; idle keep-alive ones close now, busy ones right after their answer.
+  // Answers in flight go out; requests meanwhile get 503 + Connection: close; then the listener and idle
+  // connections close.
   const stopped = parts.listening.stop();
   // Requests in flight finish: their tasks settle within their budgets, then the middleware stops and its
   // worker threads end.
@@ -169,30 +170,17 @@ async function shutdown(parts: {
 
 interface Listening {
   server: http.Server;
-  /** `server.close()`, and `Connection: close` on the answers in flight and to come. */
+  /** Drains the server (express-fanout's `drainable()`): resolves once it closed, by the budget + graceMs. */
   stop(): Promise<void>;
 }
 
 function listen(app: Express, port: number, host: string | undefined): Promise<Listening> {
   const server = http.createServer(app);
-  // A connection busy when `server.close()` is called would otherwise stay open, idle, until its keep-alive
-  // timeout (5 s): its answer must say `Connection: close`.
-  const inFlight = new Set<http.ServerResponse>();
-  let stopping = false;
-  // Before the app's listener, so that the header is set before any answer can go out.
-  server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
-    if (stopping) {
-      res.setHeader('Connection', 'close');
-      return;
-    }
-    inFlight.add(res);
-    res.once('close', () => inFlight.delete(res));
-  });
-  const stop = () => {
-    stopping = true;
-    for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
-    return new Promise<void>((done) => server.close(() => done()));
-  };
+  // A busy keep-alive connection would otherwise be served on the client's timetable, and an idle one kept
+  // until its keep-alive timeout: drainable() sheds the former's next request (503 + Connection: close) and
+  // closes the latter, and gives up on stragglers after the budget + graceMs (the default 1000 ms).
+  const drain = drainable(server);
+  const stop = () => drain.drain({ timeoutMs: BUDGET_MS + 1000 });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

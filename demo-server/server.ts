@@ -1,5 +1,8 @@
-// `npm start`: the demo server on PORT (default 3000), until SIGINT or SIGTERM.
+// `npm start`: the demo server on PORT (default 3000), until SIGINT or SIGTERM. With WEB_CONCURRENCY > 1 it runs
+// under node:cluster: that many workers share the port, and the primary forwards the signal (cluster.ts).
+import cluster from 'node:cluster';
 import { ROUTES } from './app';
+import { runPrimary, webConcurrency } from './cluster';
 import { BUDGET_MS, createDemo } from './demo';
 
 /** Longest a shutdown may take (requests in flight finish within their budget) before the process gives up. */
@@ -48,7 +51,13 @@ function parsePort(raw: string | undefined): number {
   return port;
 }
 
-main().catch((error: unknown) => {
-  console.error('The demo could not start:', error);
-  process.exit(1);
-});
+const workers = webConcurrency(process.env.WEB_CONCURRENCY);
+if (workers > 1 && cluster.isPrimary) {
+  console.log(`express-fanout demo: ${workers} workers (WEB_CONCURRENCY); every bound is per worker`);
+  runPrimary({ workers, shutdownLimitMs: SHUTDOWN_LIMIT_MS });
+} else {
+  main().catch((error: unknown) => {
+    console.error('The demo could not start:', error);
+    process.exit(1);
+  });
+}

@@ -12,6 +12,7 @@ export {
   WorkerScriptError,
 } from './errors';
 export { DownstreamError } from './fetch';
+export { drainable, type Drainable } from './drain';
 export { MemoryLimitStore } from './stores/memory';
 export { RedisLimitStore, type RedisLimitStoreOptions, type RedisEvalClient } from './stores/redis';
 export type {
