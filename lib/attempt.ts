@@ -31,8 +31,8 @@ export interface AttemptOwner {
   /** Observers' probe around each call of `run` (`fo.observe()`), or null. */
   readonly probe: TaskProbe | null;
   attemptStarted(attempt: Attempt): void;
-  /** A `worker()` call of this attempt got its thread. */
-  threadStarted(): void;
+  /** A `worker()` call of this attempt got its thread after waiting `waitMs`. */
+  threadStarted(attempt: Attempt, waitMs: number): void;
   attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void;
   attemptTimedOut(attempt: Attempt): void;
   attemptDropped(attempt: Attempt, detail: string): void;
@@ -215,6 +215,7 @@ export class Attempt implements Job {
   ): Promise<T> {
     const task = this.task;
     const lane = task.lane;
+    const asked = performance.now();
     let result: Promise<T>;
     try {
       result = task.runtime.workerPool().exec<T>(method, args, {
@@ -222,7 +223,7 @@ export class Attempt implements Job {
         signal: this.signal,
         arrival: lane.arrival,
         lane: lane.id,
-        onStart: () => task.threadStarted(),
+        onStart: () => task.threadStarted(this, performance.now() - asked),
         ...(transfer ? { transfer } : {}),
       });
     } catch (error) {

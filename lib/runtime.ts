@@ -27,7 +27,8 @@ export interface CountedTask {
   readonly retried: number;
   readonly hedged: number;
   readonly coalesced: boolean;
-  readonly startedAt: number;
+  /** Its wait for a slot or threads, ms; `NaN` if it never ran. */
+  readonly queuedMs: number;
   readonly probe: TaskProbe | null;
 }
 
@@ -224,7 +225,8 @@ export class Runtime {
     };
     if (task.coalesced) event.coalesced = true;
     if (task.fallbackMs > 0) event.fallbackMs = task.fallbackMs;
-    if (task.startedAt > 0) event.queuedMs = task.startedAt - task.submittedAt;
+    const queued = task.queuedMs;
+    if (queued === queued) event.queuedMs = queued;
     if (task.retried > 0) event.retried = task.retried;
     if (task.hedged > 0) event.hedged = task.hedged;
     if (task.status !== 'fulfilled') event.error = task.error;

@@ -68,10 +68,12 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   submittedAt: number;
   settledAt = 0;
   /**
-   * When its first attempt got its slot (a `worker()` task: its thread), performance ms; 0 before, and for a
-   * task that never got one. `startedAt - submittedAt` is its queue wait (Server-Timing, `onTask`).
+   * When its first attempt got its slot (a `worker()` task, which needs none: when it started), performance
+   * ms; 0 before, and for a task that never got one.
    */
   startedAt = 0;
+  /** How long its first attempt's `worker()` calls waited for a thread, ms. */
+  threadWaitMs = 0;
   /** The observers' probe (`fo.observe()`): null when nobody observes, which costs nothing. */
   readonly probe: TaskProbe | null;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
@@ -189,7 +191,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   /** An attempt got its slot: arm its own limit and, for a first attempt or a retry, the hedge. */
   attemptStarted(attempt: Attempt): void {
     // Its wait counts from the attempt's own submission: the task's bookkeeping before it is not queueing.
-    if (this.startedAt === 0 && !attempt.slotless)
+    if (this.startedAt === 0)
       this.startedAt = this.submittedAt + Math.max(0, attempt.ranAt - attempt.submittedAt);
     const def = this.def;
     const attemptMs = def.attemptTimeoutMs;
@@ -206,9 +208,17 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.hedgeTimer = timerIn(Math.max(1, Math.round(delay)), onHedge, this);
   }
 
-  /** A `worker()` task's call got its thread: the end of its queue wait. */
-  threadStarted(): void {
-    if (this.startedAt === 0) this.startedAt = performance.now();
+  /** A `worker()` call of the attempt got its thread after `waitMs`: the first attempt's waits are queue time. */
+  threadStarted(attempt: Attempt, waitMs: number): void {
+    if (attempt.index === 0) this.threadWaitMs += waitMs;
+  }
+
+  /**
+   * Its wait for a slot and for threads, ms (Server-Timing, `onTask`): its first attempt's, from the attempt's
+   * submission to its slot, plus what its `worker()` calls waited for a thread. `NaN` for a task never run.
+   */
+  get queuedMs(): number {
+    return this.startedAt === 0 ? Number.NaN : this.startedAt - this.submittedAt + this.threadWaitMs;
   }
 
   /** An attempt's promise settled before anything ended it. */

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { fanout, gather } from 'express-fanout';
 import { deferred, delay, never, waitFor } from './helpers/async';
 import { expressVersions } from './helpers/express-versions';
@@ -313,5 +314,30 @@ describe.each(expressVersions)('Server-Timing (%s)', (_version, express) => {
     const res = await http.get('/').expect(200);
     const header = res.headers['server-timing'] as string;
     expect(Buffer.byteLength(header, 'latin1')).toBeLessThanOrEqual(4096);
+  });
+
+  it('counts the wait for a worker thread as queue time, for a worker() task and for a task calling ctx.worker()', async () => {
+    const script = join(__dirname, '..', 'fixtures', 'worker-methods.js');
+    const { http } = await serve(
+      { serverTiming: true, budgetMs: 5000, workers: { script, minWorkers: 1, maxWorkers: 1 } },
+      (app) =>
+        app.get(
+          '/',
+          report(async (req) => {
+            const hold = req.fanout.worker('sleep', [150]);
+            const viaTask = req.fanout.all({ io: ({ worker }) => worker('sleep', [10]) });
+            return Promise.all([hold, viaTask, req.fanout.worker('sleep', [10])]);
+          }),
+        ),
+    );
+    // The first request starts the thread; the second measures the waits behind a busy one.
+    await http.get('/').expect(200);
+    const res = await http.get('/').expect(200);
+    const entries = parseServerTiming(res.headers['server-timing']);
+    const waits = entries
+      .filter((e) => e.name === 'io' || e.name === 'sleep')
+      .map((e) => Number(/queued ([\d.]+) ms/.exec(e.desc ?? '')?.[1] ?? 0));
+    // One sleep held the thread for 150 ms: the two others waited most of that (and the second its turn too).
+    expect(waits.filter((ms) => ms >= 100)).toHaveLength(2);
   });
 });

@@ -144,9 +144,8 @@ function drawLoop() {
   const svg = document.getElementById('loop');
   const top = Math.max(10, ...loopPoints);
   const points = loopPoints.map((v, i) => `${i},${60 - (v / top) * 56}`).join(' ');
-  svg.innerHTML =
-    `<polyline fill="none" stroke="#3b82c4" stroke-width="1" vector-effect="non-scaling-stroke" points="${points}"/>` +
-    `<text x="2" y="9" font-size="8" fill="#667">${Math.round(top)} ms</text>`;
+  svg.innerHTML = `<polyline fill="none" stroke="#3b82c4" stroke-width="1" vector-effect="non-scaling-stroke" points="${points}"/>`;
+  document.getElementById('loop-top').textContent = `(top: ${Math.round(top)} ms)`;
 }
 
 const live = document.getElementById('live');

@@ -100,7 +100,7 @@ function entryOf(task: TaskRun, first: TaskRun, now: number): string {
   if (!TOKEN.test(name)) name = name.replace(NOT_TOKEN, '_') || '_';
   const end = task.state === 'settled' && !task.fallbackPending ? task.settledAt + task.fallbackMs : now;
   let desc = describeOutcome(task);
-  const queued = task.startedAt > 0 ? task.startedAt - task.submittedAt : 0;
+  const queued = task.queuedMs;
   if (queued >= MIN_QUEUED_MS) desc = append(desc, `queued ${tenths(queued)} ms`);
   if (task.deps.length > 0 || task.host !== first.host) {
     const at = task.submittedAt - first.submittedAt;

@@ -1,0 +1,23 @@
+// Prometheus: `npm install prom-client`, then one call registers the middleware's metrics on prom-client's
+// default registry (or `{ registry }`), and `/metrics` serves them as Prometheus scrapes them.
+import express from 'express';
+import { register } from 'prom-client';
+import { fanout } from 'express-fanout';
+import { prometheus } from 'express-fanout/prometheus';
+
+const fo = fanout({ budgetMs: 500 });
+prometheus(fo, { prefix: 'fanout_', maxNames: 100 });
+
+export const app = express();
+// Outside the middleware: a scrape uses no budget.
+app.get('/metrics', async (_req, res) => {
+  res.type(register.contentType).send(await register.metrics());
+});
+app.use(fo);
+app.get('/', async (req, res, next) => {
+  try {
+    res.json(await req.fanout.all({ a: () => 1, b: async () => 2 }));
+  } catch (error) {
+    next(error);
+  }
+});
