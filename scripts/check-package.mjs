@@ -243,6 +243,14 @@ try {
     'dist/cjs/index.d.ts',
     'dist/esm/index.mjs',
     'dist/esm/index.d.mts',
+    'dist/cjs/observe/prometheus.js',
+    'dist/cjs/observe/prometheus.d.ts',
+    'dist/esm/prometheus.mjs',
+    'dist/esm/prometheus.d.mts',
+    'dist/cjs/observe/otel.js',
+    'dist/cjs/observe/otel.d.ts',
+    'dist/esm/otel.mjs',
+    'dist/esm/otel.d.mts',
   ]) {
     if (!files.includes(needed)) throw new Error(`the tarball lacks ${needed} (run \`npm run build\` first)`);
   }
@@ -260,6 +268,32 @@ try {
     `import * as m from 'express-fanout'; import { fanout } from 'express-fanout'; const c = await import('node:module').then((x) => x.createRequire(import.meta.url)('express-fanout')); if (!(${probe}) || c.fanout !== fanout) process.exit(1)`,
   ]);
   console.log(`  ${files.length} files; require() and import give the same module`);
+
+  // The integrations' subpaths: they load without their optional peers and say what to install when called;
+  // with the peers installed they register metrics and trace, from require() and import alike.
+  const fake = `{ observe: () => () => undefined, stats: () => ({}) }`;
+  for (const [subpath, fn, peer] of [
+    ['prometheus', 'prometheus', 'prom-client'],
+    ['otel', 'otel', '@opentelemetry/api'],
+  ]) {
+    const call = `try { m.${fn}(${fake}); process.exit(2); } catch (e) { if (!e.message.includes('npm install ${peer}')) { console.error(e); process.exit(1); } }`;
+    run('node', ['-e', `const m = require('express-fanout/${subpath}'); ${call}`]);
+    run('node', ['--input-type=module', '-e', `import * as m from 'express-fanout/${subpath}'; ${call}`]);
+  }
+  npmInstall(['prom-client', '@opentelemetry/api']);
+  const observed = `const fo = fanout(); const registry = new Registry(); prometheus(fo, { registry }); otel(fo, { roots: true }).remove(); const text = await registry.metrics(); await fo.close(); if (!text.includes('# TYPE fanout_task_duration_seconds histogram')) process.exit(1);`;
+  run('node', [
+    '-e',
+    `const { fanout } = require('express-fanout'); const { prometheus } = require('express-fanout/prometheus'); const { otel } = require('express-fanout/otel'); const { Registry } = require('prom-client'); (async () => { ${observed} })().catch((e) => { console.error(e); process.exit(1); });`,
+  ]);
+  run('node', [
+    '--input-type=module',
+    '-e',
+    `import { fanout } from 'express-fanout'; import { prometheus } from 'express-fanout/prometheus'; import { otel } from 'express-fanout/otel'; import { Registry } from 'prom-client'; ${observed}`,
+  ]);
+  console.log(
+    '  express-fanout/prometheus and express-fanout/otel: load without their peers, work with them',
+  );
 
   writeFileSync(join(scratch, 'worker.cjs'), WORKER);
   for (const p of PROJECTS) {
