@@ -286,12 +286,16 @@ export class Runtime {
   }
 }
 
-/** Several observers' probes as one: each `run` wraps the next, so every one sees the function run inside it. */
+/**
+ * Several observers' probes as one: each `run` wraps the next (the first observer's outermost), so every one
+ * sees the function run inside it.
+ */
 function combine(probes: readonly TaskProbe[]): TaskProbe {
   return {
     run<T>(attempt: number, fn: () => T): T {
       let wrapped = fn;
-      for (const probe of probes) {
+      for (let i = probes.length - 1; i >= 0; i--) {
+        const probe = probes[i]!;
         const inner = wrapped;
         wrapped = () => probe.run(attempt, inner);
       }
