@@ -200,4 +200,12 @@ async function startDemo(dataDir: string): Promise<Demo> {
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(existsSync(SCREENSHOT)).toBe(true);
   }, 120_000);
+
+  it('stops with close() while the page still listens to /events: the demo ends the stream', async () => {
+    expect(await page.locator('#live').innerText()).toBe('live');
+    const started = Date.now();
+    await demo.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    await page.waitForSelector('#live:text("reconnecting…")');
+  }, 30_000);
 });
