@@ -77,7 +77,7 @@ export async function fetchWithin(
   const response = await fetch(url, {
     ...init,
     headers,
-    signal: own ? AbortSignal.any([signal, own]) : signal,
+    signal: own ? both(signal, own) : signal,
   });
   const status = response.status;
   if (status < 500 && status !== 499) return response;
@@ -89,6 +89,25 @@ export async function fetchWithin(
     status,
     parseRetryAfter(response.headers.get('retry-after'), Date.now()),
   );
+}
+
+/** A signal aborted when either is (`AbortSignal.any` from Node 20.3; a listener pair before it). */
+function both(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (typeof AbortSignal.any === 'function') return AbortSignal.any([a, b]);
+  const controller = new AbortController();
+  const first = a.aborted ? a : b.aborted ? b : null;
+  if (first) controller.abort(first.reason);
+  else {
+    const onA = (): void => controller.abort(a.reason);
+    const onB = (): void => controller.abort(b.reason);
+    a.addEventListener('abort', onA, { once: true });
+    b.addEventListener('abort', onB, { once: true });
+    controller.signal.addEventListener('abort', () => {
+      a.removeEventListener('abort', onA);
+      b.removeEventListener('abort', onB);
+    });
+  }
+  return controller.signal;
 }
 
 /** `Retry-After` in ms: delay-seconds or an HTTP date; 0 when absent or malformed. */
