@@ -129,4 +129,15 @@ describe('fleet-wide limits on Redis (two processes, a real redis-server)', () =
     expect(recoveredMs).toBeGreaterThan(800);
     expect(recoveredMs).toBeLessThan(1300 + 400);
   }, 60_000);
+
+  it('with Redis unreachable, fails open to the local bound and counts it', async () => {
+    const nowhere = await freePort();
+    const service = await start({ REDIS_URL: `redis://127.0.0.1:${nowhere}` });
+    const answers = await Promise.all([0, 1, 2].map(() => get(`${service.url}/call?hold=10`)));
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+    // Each waited at most the store's 250 ms before running on the local bound.
+    expect(Math.max(...answers.map((r) => r.ms))).toBeLessThan(1000);
+    const stats = JSON.parse((await get(`${service.url}/stats`)).body) as { limitFailOpen: number };
+    expect(stats.limitFailOpen).toBe(3);
+  }, 30_000);
 });
