@@ -3,22 +3,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { peak } from './app';
 import { heavyTail } from './params';
+import { seededRandom } from './seeded-random';
 
 /** An IO call that answers `value` after `ms`, or rejects at once when `signal` aborts. */
 export function dependency<T>(ms: number, value: T, signal?: AbortSignal): Promise<T> {
   return sleep(ms, value, signal ? { signal } : undefined);
 }
 
-// mulberry32: a seeded generator, so every variant of the heavy-tail scenario meets the same sequence of slow
-// calls (in call order) and none is luckier than another.
-let seed = 0x5eed;
-function random(): number {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+// Seeded, so every variant meets the same sequence of slow or failing calls (in call order).
+const random = seededRandom(0x5eed);
 
 /** Heavy tail: 20 ms, except 5% of calls, which take 2 s. */
 export function tailDependency(signal?: AbortSignal): Promise<number> {
