@@ -192,10 +192,19 @@ async function startDemo(dataDir: string): Promise<Demo> {
     await page.waitForFunction(
       () => document.querySelector('#responses .response')!.dataset.path === '/budget',
     );
+    // The three answers are drawn in the order they arrive, whichever finishes last: wait for all three.
+    await page.evaluate(() => {
+      for (const e of [...document.querySelectorAll('#responses .response')]) e.dataset.seen = '';
+    });
     await page.click('button[data-path="/cpu"]');
     await page.click('button[data-path="/cpu"]');
     await page.click('button[data-path="/"]');
-    await page.waitForFunction(() => document.querySelector('#responses .response')!.dataset.path === '/');
+    await page.waitForFunction(() => {
+      const paths = [...document.querySelectorAll('#responses .response:not([data-seen])')].map(
+        (e) => e.dataset.path,
+      );
+      return paths.includes('/') && paths.filter((path) => path === '/cpu').length === 2;
+    });
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(existsSync(SCREENSHOT)).toBe(true);
