@@ -4,6 +4,7 @@ import { count, serve, variantArg } from './app';
 import { tailDependency } from './deps';
 import { loadPackage } from './package';
 import { heavyTail } from './params';
+import { fallbackRoute } from './routes';
 
 const variant = variantArg(['promise-all', 'fanout-all']);
 
@@ -23,16 +24,7 @@ serve(async (app) => {
       // Defined once, not per request (tsx's keepNames would add a `__name()` call per function expression).
       const optional = { run: ({ signal }: TaskContext) => tailDependency(signal), fallback: null };
       const tasks = { a: optional, b: optional, c: optional };
-      app.get('/', async (req, res) => {
-        const values = await req.fanout.all(tasks);
-        let fallbacks = 0;
-        for (const value of Object.values(values)) if (value === null) fallbacks++;
-        count('requests');
-        count('calls', 3);
-        count('fallbacks', fallbacks);
-        if (fallbacks > 0) count('requestsWithFallback');
-        res.json(values);
-      });
+      fallbackRoute(app, tasks, 'calls');
       return;
     }
   }

@@ -7,6 +7,7 @@ import { count, serve, variantArg } from './app';
 import { tailDependency } from './deps';
 import { loadPackage } from './package';
 import { TAIL_VARIANTS, tailWins } from './params';
+import { allRoute, fallbackRoute } from './routes';
 import { seededRandom } from './seeded-random';
 
 const variant = variantArg(TAIL_VARIANTS);
@@ -49,16 +50,7 @@ serve(async (app) => {
         ...(variant === 'hedge-p95' ? tailWins.hedgeTask : tuned ? tailWins.tunedTask : {}),
       };
       const tasks = { a: optional, b: optional, c: optional };
-      app.get('/', async (req, res) => {
-        const values = await req.fanout.all(tasks);
-        let fallbacks = 0;
-        for (const value of Object.values(values)) if (value === null) fallbacks++;
-        count('requests');
-        count('tasks', 3);
-        count('fallbacks', fallbacks);
-        if (fallbacks > 0) count('requestsWithFallback');
-        res.json(values);
-      });
+      fallbackRoute(app, tasks, 'tasks');
       break;
     }
     case 'flaky-none':
@@ -69,14 +61,7 @@ serve(async (app) => {
         ...(variant === 'flaky-retries' ? { retries: 2 } : {}),
       };
       const tasks = { a: task, b: task, c: task };
-      app.get('/', async (req, res, next) => {
-        count('requests');
-        try {
-          res.json(await req.fanout.all(tasks));
-        } catch (error) {
-          next(error);
-        }
-      });
+      allRoute(app, tasks);
       break;
     }
     case 'storm-naive':
@@ -85,14 +70,7 @@ serve(async (app) => {
       const budget = variant === 'storm-naive' ? { retryBudget: { ratio: 1000, minPerSecond: 1e6 } } : {};
       app.use(fanout({ ...tailWins.options, ...budget }));
       const task = { down: { run: ({ signal }: TaskContext) => flaky(signal, 1), retries: 3 } };
-      app.get('/', async (req, res, next) => {
-        count('requests');
-        try {
-          res.json(await req.fanout.all(task));
-        } catch (error) {
-          next(error);
-        }
-      });
+      allRoute(app, task);
       break;
     }
     case 'sf-none':
@@ -104,14 +82,7 @@ serve(async (app) => {
           ...(variant === 'sf-key' ? { key: 'user:42' } : {}),
         },
       };
-      app.get('/', async (req, res, next) => {
-        count('requests');
-        try {
-          res.json(await req.fanout.all(task));
-        } catch (error) {
-          next(error);
-        }
-      });
+      allRoute(app, task);
       break;
     }
   }
