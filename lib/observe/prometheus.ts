@@ -72,8 +72,8 @@ export function prometheus(
   const registers = [registry];
   const names: string[] = [];
   const made: Array<Counter | Gauge | Histogram> = [];
-  const add = <M extends Counter | Gauge | Histogram>(metric: M, name: string): M => {
-    names.push(name);
+  const add = <M extends Counter | Gauge | Histogram>(metric: M): M => {
+    names.push((metric as unknown as { name: string }).name);
     made.push(metric);
     return metric;
   };
@@ -87,7 +87,6 @@ export function prometheus(
         buckets,
         registers,
       }),
-      n('task_duration_seconds'),
     );
     const queue = add(
       new client.Histogram({
@@ -97,7 +96,6 @@ export function prometheus(
         buckets,
         registers,
       }),
-      n('task_queue_seconds'),
     );
     const tasks = add(
       new client.Counter({
@@ -106,7 +104,6 @@ export function prometheus(
         labelNames: ['task', 'outcome'],
         registers,
       }),
-      n('tasks_total'),
     );
     // Process-wide counters of stats(), turned into Prometheus counters by their increase since the last scrape.
     const fromStats = (name: string, help: string, read: () => number): void => {
@@ -122,7 +119,6 @@ export function prometheus(
             last = now;
           },
         }),
-        n(name),
       );
     };
     fromStats(
@@ -147,7 +143,6 @@ export function prometheus(
             this.set(read());
           },
         }),
-        n(name),
       );
     };
     gauge('running', 'Tasks holding a slot now', () => fo.stats().running);
@@ -170,7 +165,6 @@ export function prometheus(
           this.set({ state: 'idle' }, idle);
         },
       }),
-      n('worker_threads'),
     );
 
     const seen = new Set<string>();
