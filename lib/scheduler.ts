@@ -137,17 +137,30 @@ export class Scheduler {
         return 'shed';
       }
     }
+    this.enqueue(lane, job, false);
+    return job.queued ? 'queued' : 'started';
+  }
+
+  /** Puts a job in its lane's FIFO (at the front for a job taking its lent slot back), then hands out slots. */
+  private enqueue(lane: Lane, job: Job, first: boolean): void {
     job.queued = true;
-    job.nextJob = null;
-    job.prevJob = lane.tail;
-    if (lane.tail) lane.tail.nextJob = job;
-    else lane.head = job;
-    lane.tail = job;
+    if (first) {
+      job.prevJob = null;
+      job.nextJob = lane.head;
+      if (lane.head) lane.head.prevJob = job;
+      else lane.tail = job;
+      lane.head = job;
+    } else {
+      job.nextJob = null;
+      job.prevJob = lane.tail;
+      if (lane.tail) lane.tail.nextJob = job;
+      else lane.head = job;
+      lane.tail = job;
+    }
     lane.waiting++;
     this.queued++;
     if (lane.running < this.perRequest && lane.heapIndex < 0) this.push(lane);
     this.drain();
-    return job.queued ? 'queued' : 'started';
   }
 
   /**
@@ -190,16 +203,7 @@ export class Scheduler {
       job.start();
       return;
     }
-    job.queued = true;
-    job.prevJob = null;
-    job.nextJob = lane.head;
-    if (lane.head) lane.head.prevJob = job;
-    else lane.tail = job;
-    lane.head = job;
-    lane.waiting++;
-    this.queued++;
-    if (lane.running < this.perRequest && lane.heapIndex < 0) this.push(lane);
-    this.drain();
+    this.enqueue(lane, job, true);
   }
 
   /** A job that lent its slot ended without taking it back. */
