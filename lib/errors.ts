@@ -71,7 +71,8 @@ export class BudgetExceededError extends FanoutError {
 
 /**
  * An optional task was not started: its name's recent p95 latency exceeds the time left (`skipWhenLate`), so it
- * took its fallback at once, without a slot. 504 if its fallback fails too.
+ * took its fallback at once, without a slot. If that fallback fails too, `all()` rejects with a 502
+ * `TaskFailedError` ("failed and its fallback …") whose `cause` is the fallback's error, as for any task.
  */
 export class TaskSkippedError extends FanoutError {
   /** The name's recent p95 and the time that was left, ms. */

@@ -144,6 +144,12 @@ export class FleetLimits {
         continue;
       }
       if (got) {
+        // Aborted while the store answered: give the permit back rather than hold it for a task that is over.
+        if (signal.aborted) {
+          const taken = store;
+          taken.release(limit.name, id).catch(() => {});
+          signal.throwIfAborted();
+        }
         this.counters.limitAcquired++;
         return { store, id };
       }

@@ -208,7 +208,8 @@ export class Runtime {
         break;
       case 'shed':
         c.shed++;
-        debug('shed %s: %s', task.name, (task.error as Error).message);
+        // `error` is whatever a failed fallback threw (null, a revoked Proxy …): only debug formats it.
+        debug('shed %s: %O', task.name, task.error);
         break;
       case 'skipped':
         c.skipped++;

@@ -69,10 +69,6 @@ export class Flight {
 export class SingleFlight {
   private readonly flights = new Map<string, Flight>();
 
-  get size(): number {
-    return this.flights.size;
-  }
-
   /** Joins the execution in flight for `key`, if any; otherwise makes `waiter` the owner of a new one. */
   join(key: string, waiter: FlightWaiter): { flight: Flight; joined: boolean } {
     const existing = this.flights.get(key);

@@ -341,8 +341,9 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     if (this.state === 'settled' || primary === null || !primary.running) return;
     const scope = this.host.scope;
     const now = performance.now();
-    if (scope.over || this.deadline <= now) return;
     const runtime = scope.runtime;
+    // Like a retry, never after close(): it would only lengthen the drain.
+    if (scope.over || this.deadline <= now || runtime.closed) return;
     const budget = runtime.budgets(this.name).hedge;
     if (budget.balance(now) < 1) return;
     const attempt = new Attempt(this, this.attempts, true);

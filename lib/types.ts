@@ -266,7 +266,10 @@ export interface TaskEvent {
   /** How long an asynchronous fallback took, when one was awaited. */
   fallbackMs?: number;
   error?: unknown;
-  /** Attempts made: 1, plus its retries and hedges; 0 for a task that never ran (skipped, shed, coalesced). */
+  /**
+   * Attempts submitted: 1, plus its retries and hedges (a first attempt shed, dropped or expired in the queue
+   * counts too); 0 for a task that was never submitted (skipped, coalesced, or ended before its turn).
+   */
   attempts: number;
   /** Its outcome came from another task's execution with the same `key`. */
   coalesced?: true;
@@ -326,7 +329,6 @@ export interface FanoutObserver {
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface WorkerMethods {}
 
-type AnyMethods = Record<string, (...args: never[]) => unknown>;
 /** `keyof WorkerMethods` once augmented, any string otherwise. */
 export type WorkerMethodName = keyof WorkerMethods extends never ? string : keyof WorkerMethods & string;
 export type WorkerArgs<M extends string> = M extends keyof WorkerMethods
@@ -339,7 +341,6 @@ export type WorkerResult<M extends string> = M extends keyof WorkerMethods
     ? Awaited<R>
     : unknown
   : unknown;
-export type { AnyMethods };
 
 /** What every task function receives. */
 export interface TaskContext<R = Record<string, unknown>> {
@@ -569,7 +570,10 @@ export interface Fanout {
     args?: WorkerArgs<M>,
     options?: { timeoutMs?: number; transfer?: readonly Transferable[] },
   ): Promise<WorkerResult<M>>;
-  /** Aborted at the request deadline or when the client disconnects. */
+  /**
+   * Aborted at the request deadline, when the client disconnects, or once the response has been sent (then
+   * with a 500 `FanoutError` as its reason: nothing of the request is needed any more).
+   */
   readonly signal: AbortSignal;
   /** The request's deadline in epoch ms. */
   readonly deadline: number;

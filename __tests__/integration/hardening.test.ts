@@ -537,6 +537,39 @@ describe.each(expressVersions)('asynchronous fallbacks (%s)', (_version, express
     expect(res.body).toEqual({ ok: true, value: { user: { id: 7 }, orders: 'orders of 7' } });
   });
 
+  it.each([
+    [
+      'throws null',
+      () => {
+        throw null;
+      },
+    ],
+    ['rejects with undefined', () => Promise.reject(undefined)],
+  ])(
+    'fails the call with 502 when the fallback of a shed task %s, without throwing or an unhandled rejection',
+    async (_what, fallback) => {
+      const hold = deferred<void>();
+      const { http, errors } = await serve({ concurrency: 1, maxQueue: 0 }, (app) =>
+        app.get(
+          '/',
+          route(async (req, res) => {
+            res.json(
+              await req.fanout.all({
+                a: () => hold.promise.then(() => 1),
+                b: { run: () => 2, fallback },
+              }),
+            );
+          }),
+        ),
+      );
+      const res = http.get('/').then((r) => r);
+      await sleep(50);
+      hold.resolve();
+      expect((await res).status).toBe(502);
+      expect(errors[0]).toMatchObject({ name: 'TaskFailedError', tasks: ['b'] });
+    },
+  );
+
   it('reports `fallback: true` to onTask for a synchronous fallback', async () => {
     const events: TaskEvent[] = [];
     const { http } = await serve({ onTask: (e) => events.push(e) }, (app) =>

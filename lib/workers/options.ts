@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, integer, rejectUnknown } from '../options';
+import { describe, integer, isPlainObject, rejectUnknown } from '../options';
 import type { WorkerOptions, WorkerResourceLimits as ResourceLimits } from '../types';
 import { cloneProblem } from './clone-check';
 
@@ -52,12 +52,6 @@ export function defaultMaxWorkers(): number {
 }
 
 export const DEFAULT_MAX_QUEUE_SIZE = 1024;
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null) return false;
-  const proto: unknown = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 /**
  * The script as an absolute path. A `file:` URL (object or string) is converted; a relative path is
