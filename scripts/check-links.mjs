@@ -1,12 +1,34 @@
-// Checks the links of README.md and docs/*.md: every relative link must name a file or folder of the repository,
-// and every #anchor a heading of the file it points into (GitHub's rule: lower case, punctuation dropped, spaces
-// to hyphens, a repeated heading gets -1, -2 …). Links to other sites are not fetched. Fails naming each broken
-// link with its file and line.
+// Checks the links of README.md, CHANGELOG.md and docs/*.md, which the tarball ships and the registry's page shows:
+// - a relative link must name a file that exists and that the tarball ships too (package.json `files`), since a
+//   reader of the registry's page or of node_modules has nothing else; anything else of the repository is linked
+//   by its URL, https://github.com/<repository>/blob/main/<path> (or tree/, or raw.githubusercontent.com for an
+//   image), and that path must exist here;
+// - every #anchor must be a heading of the file it points into (GitHub's rule: lower case, punctuation dropped,
+//   spaces to hyphens, a repeated heading gets -1, -2 …).
+// Other sites are not fetched. Fails naming each broken link with its file and line.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const repository = /github\.com[/:]([\w.-]+\/[\w.-]+?)(?:\.git)?$/.exec(pkg.repository?.url ?? '')?.[1];
+const REPO_URL = repository
+  ? new RegExp(
+      `^https://(?:github\\.com/${repository}/(?:blob|tree)|raw\\.githubusercontent\\.com/${repository})/main/([^#?]*)(?:#(.*))?$`,
+    )
+  : null;
+
+/** Whether `npm pack` ships a path, from package.json `files` (a folder, a file, or a `dir/*.ext` glob). */
+function ships(path) {
+  const rel = relative(root, path).split('\\').join('/');
+  if (rel === 'package.json' || /^(README|CHANGELOG|LICENSE)(\.md)?$/i.test(rel)) return true;
+  return (pkg.files ?? []).some((entry) => {
+    const glob = /^(.*)\/\*(\.\w+)$/.exec(entry);
+    if (glob) return dirname(rel) === glob[1] && rel.endsWith(glob[2]);
+    return rel === entry || rel.startsWith(`${entry}/`);
+  });
+}
 const files = [
   'README.md',
   'CHANGELOG.md',
@@ -66,12 +88,29 @@ for (const file of files) {
     const code = line.replace(/`[^`]*`/g, (span) => (span.includes('](') ? '' : span));
     for (const match of code.matchAll(LINK)) {
       const target = match[1];
-      if (/^[a-z][a-z+.-]*:/i.test(target)) continue; // https:, mailto:
+      const repo = REPO_URL?.exec(target);
+      let into;
+      let anchor;
+      if (repo) {
+        into = resolve(root, decodeURIComponent(repo[1]));
+        anchor = repo[2];
+      } else if (/^[a-z][a-z+.-]*:/i.test(target)) {
+        continue; // another site, mailto:
+      } else {
+        const [pathPart, hash] = target.split('#');
+        into = pathPart === '' ? path : resolve(dirname(path), decodeURIComponent(pathPart));
+        anchor = hash;
+      }
       checked++;
-      const [pathPart, anchor] = target.split('#');
-      const into = pathPart === '' ? path : resolve(dirname(path), decodeURIComponent(pathPart));
       if (!into.startsWith(root) || !existsSync(into)) {
         problems.push(`${file}:${i + 1}: ${target}: no file ${relative(root, into)}`);
+        continue;
+      }
+      if (!repo && !ships(into)) {
+        problems.push(
+          `${file}:${i + 1}: ${target}: ${relative(root, into)} is not in the tarball (package.json \`files\`), ` +
+            `so the link breaks on the registry's page: link https://github.com/${repository}/blob/main/${relative(root, into)}`,
+        );
         continue;
       }
       if (anchor === undefined) continue;
@@ -89,6 +128,6 @@ if (problems.length) {
   process.exitCode = 1;
 } else {
   console.log(
-    `Links: ${checked} relative links in ${files.length} files, each to a file and heading that exist`,
+    `Links: ${checked} links into the repository in ${files.length} files, each to a file and heading that exist`,
   );
 }
