@@ -7,6 +7,7 @@ export {
   TaskSkippedError,
   OverloadedError,
   ClientClosedError,
+  CallTooLargeError,
   SiblingFailedError,
   WorkerCrashedError,
   WorkerScriptError,
