@@ -213,16 +213,20 @@ export class Scope implements Fanout, CallHost {
     const timing = options.serverTiming;
     if (timing && !this.res.headersSent) {
       onHeaders(this.res, () => {
+        // With two instances on the request, the outer one's hook runs last and writes the one `total`.
+        const withTotal = !this.outerTimes();
         const existing = this.res.getHeader('Server-Timing');
         if (existing === undefined) {
-          this.res.setHeader('Server-Timing', serverTimingOf(this, timing.include));
+          const own = serverTimingOf(this, timing.include, MAX_BYTES, withTotal);
+          if (own !== '') this.res.setHeader('Server-Timing', own);
           return;
         }
         // The app's own entries come first, and the whole header still stays within the cap.
         const before = String(existing);
         const room = MAX_BYTES - Buffer.byteLength(before) - 2;
         if (room >= 128) {
-          this.res.setHeader('Server-Timing', `${before}, ${serverTimingOf(this, timing.include, room)}`);
+          const own = serverTimingOf(this, timing.include, room, withTotal);
+          if (own !== '') this.res.setHeader('Server-Timing', `${before}, ${own}`);
         }
       });
     }
@@ -284,6 +288,14 @@ export class Scope implements Fanout, CallHost {
     if (this.ended === 'deadline') return 'its budget has already run out';
     if (this.ended) return 'its response is already over';
     return this.outer?.tooLate();
+  }
+
+  /** Whether an outer instance on this request writes `Server-Timing` (and so its `total`). */
+  private outerTimes(): boolean {
+    for (let outer = this.outer; outer; outer = outer.outer) {
+      if (outer.runtime.options.serverTiming) return true;
+    }
+    return false;
   }
 
   /** The response closed, or its socket did: finished if it was written in full, the client gone otherwise. */
