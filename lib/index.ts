@@ -19,6 +19,7 @@ export {
   SiblingFailedError,
   WorkerCrashedError,
   WorkerScriptError,
+  WorkerArgumentsError,
 } from './errors';
 export { DownstreamError } from './fetch';
 export { drainable, type Drainable } from './drain';
