@@ -498,12 +498,27 @@ type TaskShape<G, K extends keyof G, S = G[K]> = unknown extends S
   ? TaskFn<unknown, { [D in never]: never }> | { run: TaskFn<unknown, { [D in never]: never }> }
   : S extends (...args: never[]) => unknown
     ? TaskFn<unknown, { [D in never]: never }>
-    : string extends AfterNames<Plain<S>>
-      ? Task
-      : {
-          run: TaskFn<unknown, { [D in AfterNames<Plain<S>> & keyof G]: KnownValue<G[D]> }>;
-          after?: readonly Exclude<keyof G & string, K>[];
-        };
+    : S extends object
+      ? [Exclude<keyof S, keyof TaskSpec>] extends [never]
+        ? string extends AfterNames<Plain<S>>
+          ? Task
+          : {
+              run: TaskFn<unknown, { [D in AfterNames<Plain<S>> & keyof G]: KnownValue<G[D]> }>;
+              after?: readonly Exclude<keyof G & string, K>[];
+            }
+        : UnknownTaskOption<Exclude<keyof S, keyof TaskSpec> & string>
+      : NotATask<K>;
+/**
+ * What a task spec with a property that is no task option is checked against, so that a misspelt option
+ * (`timeoutMS`, `fallbak`) fails to compile, as an object literal's excess property would:
+ * `Property '"is not a task option"' is missing in type '{ run: …; timeoutMS: number; }' but required in type
+ * 'UnknownTaskOption<"timeoutMS">'`. Nothing real has that property.
+ */
+export interface UnknownTaskOption<Name extends string> {
+  readonly 'is not a task option': Name;
+}
+/** What `gather({ a: 5 })` reads as: `Type 'number' is not assignable to type '"task \`a\` must be …"'`. */
+type NotATask<K> = `task \`${K & string}\` must be a function or { run }`;
 /**
  * The names in `after` that are no sibling's. While there is one, the tasks are checked against `Tasks`
  * rather than against their own inferred type, whose literal `after` would make the error read
