@@ -28,6 +28,7 @@ export type {
   Fanout,
   FanoutStats,
   WorkerStats,
+  TransitEstimate,
   CallOptions,
   Task,
   TaskFn,
