@@ -16,7 +16,7 @@ import type { TransitEstimate } from './types';
 
 /**
  * Transits kept per origin: the quantile reads the last 128. With the nearest-rank p99 below, fewer than 100
- * samples give their maximum, more skip one or two outliers (a retransmit, a paused process).
+ * samples give their maximum, more skip the largest one (a retransmit, a paused process).
  */
 export const WINDOW = 128;
 /**
@@ -43,6 +43,8 @@ class Origin {
   /** A new connection's set-up time, ms: the estimate before any answer; `NaN` when none. */
   connectMs = Number.NaN;
   connectAt = 0;
+  /** The only sample is an origin's first answer, which the second replaces when lower. */
+  provisional = false;
   /** Live samples at the last computation. */
   live = 0;
 }
@@ -70,7 +72,11 @@ export class Transits {
     // The work time is a whole ms rounded down, the round trip is not: a transit is never below 0.
     const transit = Math.max(0, roundTripMs - workMs);
     const entry = this.touch(origin);
-    const i = entry.written++ % WINDOW;
+    // The first answer of an origin usually came on a new connection (its set-up inside the round trip) and,
+    // in a new process, after loading the HTTP client: it stands only until a lower second one replaces it.
+    const replace = entry.written === 1 && entry.provisional && transit < entry.transits[0]!;
+    entry.provisional = entry.written === 0;
+    const i = replace ? 0 : entry.written++ % WINDOW;
     entry.transits[i] = transit;
     entry.at[i] = now;
     entry.cached = Number.NaN;
