@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { FanoutError, isInstance } from './errors';
+import { watchConnections } from './connect-timing';
 import { originOf, type Transits } from './transit';
 import { reportedWorkMs } from './work-time-header';
 
@@ -91,14 +92,25 @@ export async function fetchWithin(
   const headers = new Headers(init?.headers);
   for (const [name, value] of Object.entries(host.budget(origin))) headers.set(name, value);
   const own = init?.signal;
-  const pending = fetch(url, { ...init, headers, signal: own ? link(host, own) : host.signal });
-  // Counted from here: the call's synchronous part (the first of a process loads undici, tens of ms) is the
-  // caller's own time, not the hop's; the request goes out after it.
-  const sentAt = performance.now();
-  const response = await pending;
-  if (origin !== undefined) {
-    const now = performance.now();
-    host.transits.answered(origin, now - sentAt, reportedWorkMs(response.headers), now);
+  const transits = host.transits;
+  // Nothing known of the callee yet: its connection's set-up is a first estimate for the calls made meanwhile.
+  const stop =
+    origin !== undefined && transits.unknown(origin)
+      ? watchConnections(origin, (ms) => transits.connected(origin, ms, performance.now()))
+      : null;
+  let response: Response;
+  try {
+    const pending = fetch(url, { ...init, headers, signal: own ? link(host, own) : host.signal });
+    // Counted from here: the call's synchronous part (the first of a process loads undici, tens of ms) is the
+    // caller's own time, not the hop's; the request goes out after it.
+    const sentAt = performance.now();
+    response = await pending;
+    if (origin !== undefined) {
+      const now = performance.now();
+      transits.answered(origin, now - sentAt, reportedWorkMs(response.headers), now);
+    }
+  } finally {
+    stop?.();
   }
   const status = response.status;
   if (status < 500 && status !== 499) return response;

@@ -51,6 +51,8 @@ class Origin {
 
 export class Transits {
   private readonly origins = new Map<string, Origin>();
+  /** Origins whose last answer reported no work time (oldest first out): nothing to learn there. */
+  private readonly silent = new Set<string>();
 
   constructor(
     private readonly maxOrigins = MAX_ORIGINS,
@@ -68,7 +70,9 @@ export class Transits {
    * its work, and taking it for a transit would cut every later call's budget by the callee's latency.
    */
   answered(origin: string, roundTripMs: number, workMs: number | undefined, now: number): void {
-    if (workMs === undefined || !(roundTripMs >= 0) || !(workMs >= 0)) return;
+    if (workMs === undefined) return this.quiet(origin);
+    if (!(roundTripMs >= 0) || !(workMs >= 0)) return;
+    this.silent.delete(origin);
     // The work time is a whole ms rounded down, the round trip is not: a transit is never below 0.
     const transit = Math.max(0, roundTripMs - workMs);
     const entry = this.touch(origin);
@@ -83,8 +87,29 @@ export class Transits {
   }
 
   /**
-   * A new connection to `origin` took `ms` to set up (TCP, and TLS for https): about one round trip per
-   * handshake, so a first estimate of the transit until answers report one. Never overrides answers.
+   * Whether nothing is known of `origin` yet, and it is not known to be silent: a call to it may watch its
+   * connection's set-up for a first estimate.
+   */
+  unknown(origin: string): boolean {
+    return !this.origins.has(origin) && !this.silent.has(origin);
+  }
+
+  /**
+   * The callee reported no work time: a connection's estimate of it goes (its margin is the fixed part only),
+   * and its connections are no longer watched. Transits it reported before stay until they age out.
+   */
+  private quiet(origin: string): void {
+    if (!this.silent.has(origin)) {
+      if (this.silent.size >= this.maxOrigins) this.silent.delete(this.silent.values().next().value!);
+      this.silent.add(origin);
+    }
+    if (this.origins.get(origin)?.written === 0) this.origins.delete(origin);
+  }
+
+  /**
+   * A new connection to `origin` took `ms` to set up (TCP, and TLS for https): a round trip per handshake, so a
+   * first estimate of the transit until answers report one (more than one for TLS, on the safe side; about 0
+   * to a local sidecar, no worse than nothing). Never overrides answers.
    */
   connected(origin: string, ms: number, now: number): void {
     if (!(ms >= 0)) return;

@@ -1,3 +1,4 @@
+import { channel } from 'node:diagnostics_channel';
 import { getEventListeners } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -142,6 +143,28 @@ describe('the learned transit per callee origin', () => {
     expect(learned.marginMs).toBeGreaterThanOrEqual(2 * HOP);
     // The 150 ms of work are not transit.
     expect(learned.marginMs).toBeLessThan(2 * HOP + 100);
+  });
+
+  it("a new connection's set-up time is the first estimate while the first call to a callee is in flight", async () => {
+    const down = await callee();
+    const { http: client, fo } = await caller(down.url);
+    const first = client.get('/?ms=300').then((r) => r);
+    // The connection is made long before the answer (300 ms of work): undici's diagnostics channels told us.
+    await waitFor(() => fo.stats().transit[down.url] !== undefined, 'the connection estimate');
+    const estimate = fo.stats().transit[down.url]!;
+    expect(estimate.samples).toBe(0);
+    expect(estimate.marginMs).toBeGreaterThanOrEqual(0);
+    expect(estimate.marginMs).toBeLessThan(200);
+    expect((await first).status).toBe(200);
+    expect(fo.stats().transit[down.url]!.samples).toBe(1);
+    // Watched only while nothing was known: no subscription stays.
+    for (const name of [
+      'undici:client:beforeConnect',
+      'undici:client:connected',
+      'undici:client:connectError',
+    ]) {
+      expect(channel(name).hasSubscribers).toBe(false);
+    }
   });
 
   it('a clock skew between caller and callee changes nothing: only durations cross the hop', async () => {

@@ -110,6 +110,38 @@ describe('Transits (the learned transit per callee origin)', () => {
     expect(transits.marginMs(B, MAX_AGE_MS + 1)).toBe(0);
   });
 
+  it('a callee that answers without a work time is silent: its connection estimate goes, its connections are not watched', () => {
+    const transits = new Transits();
+    expect(transits.unknown(A)).toBe(true);
+    transits.connected(A, 25, 0);
+    expect(transits.unknown(A)).toBe(false);
+    transits.answered(A, 300, undefined, 1);
+    expect(transits.marginMs(A, 2)).toBe(0);
+    expect(transits.snapshot(2)).toEqual({});
+    expect(transits.unknown(A)).toBe(false);
+    // It starts reporting (an upgrade): learned from then on.
+    transits.answered(A, 300, 250, 3);
+    expect(transits.marginMs(A, 4)).toBe(50);
+  });
+
+  it('a callee that stops reporting keeps its recent transits until they age out', () => {
+    const transits = new Transits();
+    transits.answered(A, 70, 10, 0);
+    transits.answered(A, 300, undefined, 1);
+    expect(transits.marginMs(A, 2)).toBe(60);
+    expect(transits.marginMs(A, MAX_AGE_MS + 1)).toBe(0);
+  });
+
+  it('remembers at most maxOrigins silent origins', () => {
+    const transits = new Transits(2);
+    for (const origin of ['http://1', 'http://2', 'http://3']) transits.answered(origin, 10, undefined, 0);
+    expect(['http://1', 'http://2', 'http://3'].map((o) => transits.unknown(o))).toEqual([
+      true,
+      false,
+      false,
+    ]);
+  });
+
   it('stats are own keys of a plain-data object', () => {
     const transits = new Transits();
     transits.answered(A, 50, 10, 0);
