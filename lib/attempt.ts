@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { isInstance, OverloadedError } from './errors';
 import { clear, epochOf, remaining, timerIn } from './deadline';
 import { downstreamOutcome, fetchWithin } from './fetch';
-import { originOf } from './transit';
+import { originArgument } from './transit';
 import { RUN_LIMITED } from './fleet-limit';
 import type { Runtime } from './runtime';
 import type { Job, Lane } from './scheduler';
@@ -365,8 +365,7 @@ class Context implements TaskContext {
 
   get headers(): TaskContext['headers'] {
     const task = this.of.task;
-    return (url) =>
-      task.request.outboundHeaders(task.executionDeadline, url === undefined ? undefined : originOf(url));
+    return (url) => task.request.outboundHeaders(task.executionDeadline, originArgument(url));
   }
 
   get fetch(): TaskContext['fetch'] {

@@ -12,7 +12,7 @@ import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { MAX_BYTES, serverTimingOf } from './observe/server-timing';
 import { parseTasks } from './task-def';
-import { originOf } from './transit';
+import { originArgument } from './transit';
 import { workerOnly, type TaskRun } from './task';
 import type {
   CallOptions,
@@ -134,15 +134,7 @@ export class Scope implements Fanout, CallHost {
   }
 
   headers(url?: string | URL): Record<string, string> {
-    let origin: string | undefined;
-    if (url !== undefined) {
-      origin = originOf(url);
-      if (origin === undefined) {
-        throw new TypeError(
-          `Expected the url of \`headers(url)\` to be an absolute http(s) URL or origin, got ${describe(url)}`,
-        );
-      }
-    }
+    const origin = originArgument(url);
     this.activate();
     return this.outboundHeaders(this.deadlineAt, origin);
   }

@@ -13,6 +13,7 @@
  */
 
 import type { TransitEstimate } from './types';
+import { describe } from './validate';
 
 /**
  * Transits kept per origin: the quantile reads the last 128. With the nearest-rank p99 below, fewer than 100
@@ -181,6 +182,21 @@ export class Transits {
     } else entry.cached = Number.NaN;
     return entry.cached;
   }
+}
+
+/**
+ * The origin of the `url` given to `headers(url)` (`ctx.headers` or `req.fanout.headers`); undefined without
+ * one. Anything else than an absolute URL or an origin is a `TypeError`: a typo would silently lose the margin.
+ */
+export function originArgument(url: unknown): string | undefined {
+  if (url === undefined) return undefined;
+  const origin = typeof url === 'string' || url instanceof URL ? originOf(url) : undefined;
+  if (origin === undefined) {
+    throw new TypeError(
+      `Expected the url of \`headers(url)\` to be an absolute http(s) URL or origin, got ${describe(url)}`,
+    );
+  }
+  return origin;
 }
 
 /** The origin of a URL given to `ctx.fetch()` (`http://host:port`); undefined for one fetch will refuse anyway. */

@@ -218,6 +218,10 @@ describe('the learned transit per callee origin', () => {
         '/bad',
         report(async (req) => req.fanout.headers('not a url')),
       );
+      app.get(
+        '/bad-in-task',
+        report(async (req) => req.fanout.run(({ headers }) => headers('/relative'))),
+      );
     });
     await client.get('/learn').expect(200);
     await client.get('/learn').expect(200);
@@ -235,7 +239,14 @@ describe('the learned transit per callee origin', () => {
     };
     expect(bad.ok).toBe(false);
     expect(bad.error.isTypeError).toBe(true);
-    expect(bad.error.message).toMatch(/headers\(url\)/);
+    expect(bad.error.message).toBe(
+      'Expected the url of `headers(url)` to be an absolute http(s) URL or origin, got `not a url` (string)',
+    );
+    const inTask = (await client.get('/bad-in-task').expect(200)).body as {
+      error: { message: string; cause?: { name?: string; message?: string } };
+    };
+    expect(inTask.error.cause?.name).toBe('TypeError');
+    expect(inTask.error.cause?.message).toMatch(/headers\(url\).*`\/relative`/);
   });
 });
 
