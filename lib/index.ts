@@ -38,6 +38,7 @@ export type {
   Fanout,
   FanoutStats,
   WorkerStats,
+  TransitEstimate,
   CallOptions,
   Task,
   TaskFn,

@@ -5,6 +5,7 @@ import { resolveOptions } from './options';
 import { Runtime } from './runtime';
 import { Scope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
+import { reportWork } from './work-time-header';
 
 /**
  * The middleware factory: `app.use(fanout({ budgetMs: 500 }))` gives every later handler `req.fanout`.
@@ -33,7 +34,11 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       // Another instance below the first: its own bounds, but its clock starts at the request's first
       // sighting, and its deadline never falls after the outer one's.
       req.fanout = new Scope(runtime, req, res, outer.arrival, outer);
-    } else req.fanout = new Scope(runtime, req, res, performance.now());
+    } else {
+      const arrival = performance.now();
+      req.fanout = new Scope(runtime, req, res, arrival);
+      if (runtime.options.budgetHeader) reportWork(req, res, arrival, runtime.options.budgetHeader);
+    }
     next();
   } as FanoutMiddleware;
   middleware.close = () => runtime.close();

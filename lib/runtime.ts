@@ -8,6 +8,7 @@ import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
 import { TokenBucket } from './token-bucket';
+import { Transits } from './transit';
 import type { FanoutObserver, FanoutStats, ObservedTask, TaskEvent, TaskProbe, TaskStatus } from './types';
 import { WorkerPool } from './workers';
 import { WorkerScriptError } from './errors';
@@ -88,6 +89,8 @@ export class Runtime {
   private observers: readonly FanoutObserver[] = [];
   observed = false;
   private readonly names = new Map<string, NameState>();
+  /** The transit learned per callee origin by `ctx.fetch()` (transit.ts). */
+  readonly transits = new Transits();
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
@@ -268,6 +271,7 @@ export class Runtime {
       limit: this.scheduler.limit,
       ...this.counters,
       workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
+      transit: this.transits.snapshot(performance.now()),
     };
   }
 

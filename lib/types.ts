@@ -127,9 +127,12 @@ export interface FanoutOptions {
    * Taken off the remaining budget that `ctx.headers()`, `ctx.fetch()` and `req.fanout.headers()` send
    * downstream, so that a callee's deadline falls before its caller's: the callee counts its budget from when
    * it sees the request, so the margin must cover the way back (the answer's transit) and the time to use it.
-   * An integer of ms, or `{ ms, ratio }`: `ms` plus `ratio` of the remaining time. On a network with a round
-   * trip of `r` ms between services, give at least `2 × r` plus a few ms (README, "Across services").
-   * @default { ms: 5, ratio: 0.05 } (5 ms plus 5 % of the remaining time)
+   * An integer of ms, or `{ ms, ratio }`: `ms` plus `ratio` of the remaining time. On top of it, `ctx.fetch()`
+   * (and `headers(url)`) adds the transit learned for the callee's origin: the p99 of its recent round trips
+   * minus the work time the callee reported (its `x-fanout-work-ms` header, or its `Server-Timing` `total`),
+   * so the default nests deadlines at any network delay once the first answer came back; a callee that
+   * reports nothing gets this fixed part only (`stats().transit` shows what was learned).
+   * @default { ms: 5, ratio: 0.05 } (5 ms plus 5 % of the remaining time, plus the learned transit)
    */
   propagationMarginMs?: number | { ms?: number; ratio?: number };
   /**
@@ -359,11 +362,16 @@ export interface TaskContext<R = Record<string, unknown>> {
   readonly attempt: number;
   /**
    * The budget header carrying the remaining ms minus the propagation margin (`propagationMarginMs`), to pass
-   * on to services that use this package too: their deadline then falls before this task's.
+   * on to services that use this package too: their deadline then falls before this task's. With the `url`
+   * (or origin) of the call, the margin adds the transit `ctx.fetch()` learned for that origin, as `ctx.fetch()`
+   * itself does; without it, the fixed part only.
    */
-  headers(): Record<string, string>;
+  headers(url?: string | URL): Record<string, string>;
   /**
    * The global `fetch` with this attempt's `signal` and the budget header set (merged into `init.headers`).
+   * The margin taken off the budget adds the transit learned for the URL's origin (see
+   * {@link FanoutOptions.propagationMarginMs}); an `init.signal` of your own aborts the call too, and is let go
+   * of (no listener stays on it) when the attempt ends: the body stays readable until then.
    * Resolves with the `Response` for a status below 500 (a 404 is the caller's business; the body is not
    * read). A callee's 504 rejects with a {@link DownstreamError} counted as a timeout, its 503 as a shed (a
    * retry waits for its `Retry-After`), its 499 as a failure never retried, any other 5xx as a failure.
@@ -597,8 +605,11 @@ export interface Fanout {
   readonly deadline: number;
   /** Milliseconds left in the request's budget, never negative. */
   remainingMs(): number;
-  /** The budget header for a call made outside a task: the request's remaining ms minus the propagation margin. */
-  headers(): Record<string, string>;
+  /**
+   * The budget header for a call made outside a task: the request's remaining ms minus the propagation margin;
+   * with the call's `url` (or origin), plus the transit learned for that origin (as `ctx.headers(url)`).
+   */
+  headers(url?: string | URL): Record<string, string>;
   /** The request's tasks so far. */
   timings(): TaskTiming[];
 }
@@ -643,6 +654,20 @@ export interface FanoutStats {
   limitAcquired: number;
   limitFailOpen: number;
   workers: WorkerStats;
+  /**
+   * The transit learned per callee origin (`http://host:port`) by `ctx.fetch()`: the learned part of the
+   * propagation margin for calls there, and the answers it comes from. Origins whose callee reports its work
+   * time, at most 1,000 (least recently used first out); an origin with no answer for 5 minutes leaves.
+   */
+  transit: Record<string, TransitEstimate>;
+}
+
+/** `stats().transit[origin]`: what `ctx.fetch()` learned of the way to one callee and back. */
+export interface TransitEstimate {
+  /** The learned part of the margin for calls to this origin, ms (the fixed `propagationMarginMs` comes on top). */
+  marginMs: number;
+  /** Recent answers it is made of (0 while it is only a new connection's set-up time). */
+  samples: number;
 }
 
 /** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
