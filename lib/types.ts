@@ -629,6 +629,11 @@ export interface WorkerStats {
   idle: number;
   /** Worker calls waiting for a thread, in the request's arrival order; at most `maxQueueSize`. */
   pending: number;
+  /**
+   * Worker calls shed (503) since the start: the queue was full, or admission judged that the call could not
+   * finish before its deadline (at submission, or while it waited). Counted in the top-level `shed` too.
+   */
+  shed: number;
   /** Threads terminated to cancel a task (deadline, disconnect). */
   terminated: number;
   /** Threads that exited or crashed on their own. */
