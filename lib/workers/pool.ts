@@ -160,7 +160,11 @@ export class WorkerPool {
   readonly #grace = new Set<WorkerCall>();
   /** Cancelled calls whose thread is being terminated, oldest first: each still holds its slot. */
   readonly #dying: WorkerCall[] = [];
-  #nextAnonymousLane = -1;
+  /**
+   * Ids of calls that belong to no request: below every request's id (>= 0), and growing, so that calls
+   * submitted in the same ms (equal arrivals) are served in submission order.
+   */
+  #nextAnonymousLane = Number.MIN_SAFE_INTEGER;
   #threads: Threads | null = null;
   #closed = false;
   #closing: Promise<void> | null = null;
@@ -351,7 +355,7 @@ export class WorkerPool {
 
   #laneOf(options: WorkerExecOptions): Lane {
     if (options.lane === undefined)
-      return new Lane(options.arrival ?? this.#now(), this.#nextAnonymousLane--);
+      return new Lane(options.arrival ?? this.#now(), this.#nextAnonymousLane++);
     let lane = this.#lanes.get(options.lane);
     if (lane === undefined) {
       lane = new Lane(options.arrival ?? this.#now(), options.lane);
