@@ -311,3 +311,95 @@ describe('worker admission', () => {
     expect(pool.stats().shed).toBe(0);
   });
 });
+
+describe('worker admission at 3x overload (simulated: fake clock, one thread, 10 ms calls)', () => {
+  interface Sent {
+    at: number;
+    deadline: number;
+    controller: AbortController;
+    outcome: 'pending' | 'ok' | 'shed' | 'timeout';
+    settledAt: number;
+  }
+
+  /**
+   * Open-loop arrivals at `factor` times what the thread can serve, each call due `budgetMs` after it arrives;
+   * its caller gives up at that deadline (the request's signal aborts). Returns what each call became and when.
+   */
+  async function simulate(factor: number, budgetMs: number, seconds: number, admission: boolean) {
+    const serviceMs = 10;
+    const pool = makePool({}, admission);
+    // The fake thread begins each call it is handed at once and ends it `serviceMs` later.
+    const thread: { running: FakeCall | null; endsAt: number } = { running: null, endsAt: Infinity };
+    const run = threads.run.bind(threads);
+    threads.run = (...args) => {
+      const handed = run(...args);
+      thread.running = threads.calls.at(-1)!;
+      thread.running.begin();
+      thread.endsAt = clock + serviceMs;
+      return handed;
+    };
+
+    const sent: Sent[] = [];
+    const end = clock + seconds * 1000;
+    const gap = serviceMs / factor;
+    let nextArrival = clock;
+    for (;;) {
+      const pending = sent.filter((s) => s.outcome === 'pending');
+      const arrival = nextArrival < end ? nextArrival : Infinity;
+      const deadline = Math.min(...pending.map((s) => s.deadline));
+      clock = Math.min(arrival, thread.endsAt, deadline);
+      if (clock === Infinity) break;
+      if (clock === thread.endsAt) {
+        const call = thread.running!;
+        thread.running = null;
+        thread.endsAt = Infinity;
+        call.end(serviceMs);
+      } else if (clock === arrival) {
+        nextArrival += gap;
+        const s: Sent = {
+          at: clock,
+          deadline: clock + budgetMs,
+          controller: new AbortController(),
+          outcome: 'pending',
+          settledAt: Number.NaN,
+        };
+        sent.push(s);
+        pool
+          .exec('block', [serviceMs], { task: 'cpu', deadline: s.deadline, signal: s.controller.signal })
+          .then(
+            () => {
+              s.outcome = 'ok';
+              s.settledAt = clock;
+            },
+            (error: unknown) => {
+              s.outcome = error instanceof OverloadedError ? 'shed' : 'timeout';
+              s.settledAt = clock;
+            },
+          );
+      } else {
+        for (const s of pending) if (s.deadline <= clock) s.controller.abort(new Error('deadline'));
+      }
+      await flush();
+    }
+    return { sent, capacity: (seconds * 1000) / serviceMs, pool };
+  }
+
+  it('answers >= 0.8x of the thread capacity in time, sheds the rest at once or at its turn, and lets no call reach its deadline', async () => {
+    const { sent, capacity, pool } = await simulate(3, 250, 3, true);
+    const ok = sent.filter((s) => s.outcome === 'ok');
+    const shed = sent.filter((s) => s.outcome === 'shed');
+    expect(ok.length / capacity).toBeGreaterThanOrEqual(0.8);
+    expect(sent.filter((s) => s.outcome === 'timeout')).toEqual([]);
+    for (const s of [...ok, ...shed]) expect(s.settledAt).toBeLessThan(s.deadline);
+    // Most sheds cost nothing: refused when submitted.
+    expect(shed.filter((s) => s.settledAt === s.at).length / shed.length).toBeGreaterThan(0.9);
+    expect(pool.stats().shed).toBe(shed.length);
+  });
+
+  it('without admission the same load gets almost nothing done in time: calls wait in the queue past their deadline', async () => {
+    const { sent, capacity } = await simulate(3, 250, 3, false);
+    const ok = sent.filter((s) => s.outcome === 'ok');
+    expect(ok.length / capacity).toBeLessThan(0.2);
+    expect(sent.filter((s) => s.outcome === 'timeout').length).toBeGreaterThan(sent.length / 2);
+  });
+});
