@@ -232,6 +232,7 @@ export class Attempt implements Job {
       result = task.runtime.workerPool().exec<T>(method, args, {
         task: task.name,
         signal: this.signal,
+        deadline: this.deadline,
         arrival: lane.arrival,
         lane: lane.id,
         onStart: () => task.threadStarted(this, performance.now() - asked),

@@ -111,7 +111,8 @@ export class Runtime {
     }
     // During close() admitted tasks still run to their end, and may need the pool for the first time.
     if (this.drained) throw new WorkerScriptError('The middleware is closed; its worker pool is gone');
-    return (this.pool = new WorkerPool(this.options.workers));
+    // Worker calls are admitted as IO tasks are (admission.ts, the same settings), by a controller of their own.
+    return (this.pool = new WorkerPool(this.options.workers, this.options.admission));
   }
 
   private name(name: string): NameState {
@@ -270,7 +271,9 @@ export class Runtime {
       queued: this.scheduler.queued,
       limit: this.scheduler.limit,
       ...this.counters,
-      workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
+      workers: this.pool
+        ? this.pool.stats()
+        : { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
       transit: this.transits.snapshot(performance.now()),
     };
   }

@@ -72,7 +72,8 @@ export interface FanoutOptions {
    * (504); a queued task whose turn comes too late to finish is dropped (503), not started. Under a sustained
    * overload (CoDel: every task waited over `targetMs` for `intervalMs`) the wait admitted is capped at
    * `intervalMs` and, with `lifo`, the newest requests are served first; both end when the queue drains.
-   * `false`: only `maxQueue` bounds the queue.
+   * Worker calls are admitted by the same rules, by a controller of their own (the threads' drain rate, each
+   * worker method's service time). `false`: only `maxQueue` (and `workers.maxQueueSize`) bounds the queues.
    * @default { targetMs: 5, intervalMs: 100, lifo: false }
    */
   admission?: AdmissionOptions | false;
@@ -228,7 +229,19 @@ export interface WorkerOptions {
   maxWorkers?: number;
   /** Threads kept alive when idle. Integer >= 0, <= maxWorkers. @default 0 */
   minWorkers?: number;
-  /** Worker tasks allowed to wait for a thread; beyond it a worker task is shed with 503. Integer >= 0. @default 1024 */
+  /**
+   * Worker calls allowed to wait for a thread; beyond it a call is shed with 503. Integer >= 0.
+   *
+   * Admission (the middleware's `admission` option, as for IO tasks) already bounds the wait by time: a call
+   * whose expected wait for a thread plus its method's service time does not fit in what is left of its budget
+   * is shed at once, and a standing queue is capped at `admission.intervalMs` of wait. Measured in a simulation
+   * of 3x overload (one thread, 10 ms calls, 250 ms budget) the queue peaked at 23 calls, then held near 10.
+   * So this bound only matters before the pool has measured a call (a first burst; it is judged again once the
+   * first call ends) and with `admission: false`. It stays large so that a burst of quick calls that all fit
+   * is not shed (1000 calls of 1 ms fit in a 1 s budget on one thread); lower it to bound the memory that
+   * waiting calls' arguments hold.
+   * @default 1024
+   */
   maxQueueSize?: number;
   /** `worker_threads` resource limits of each thread (heap size, stack). A thread exceeding them crashes and is replaced. */
   resourceLimits?: WorkerResourceLimits;
@@ -678,6 +691,11 @@ export interface WorkerStats {
   idle: number;
   /** Worker calls waiting for a thread, in the request's arrival order; at most `maxQueueSize`. */
   pending: number;
+  /**
+   * Worker calls shed (503) since the start: the queue was full, or admission judged that the call could not
+   * finish before its deadline (at submission, or while it waited). Counted in the top-level `shed` too.
+   */
+  shed: number;
   /** Threads terminated to cancel a task (deadline, disconnect). */
   terminated: number;
   /** Threads that exited or crashed on their own. */
