@@ -110,14 +110,16 @@ export async function surgeScenario(plan: Plan, env: Environment): Promise<Scena
       '503 count',
       'p50 ms',
       'p99 ms',
+      'p99 in server ms',
       'limit at the end',
       'shed (stats)',
+      'door shed (stats)',
     ],
     rows: p.clients.flatMap((clients) =>
       runs.map((run) => {
         const list = rounds.get(key(run, clients)) ?? [];
         if (list.length === 0)
-          return [String(clients), run.label, skippedCell(run), '', '', '', '', '', '', ''];
+          return [String(clients), run.label, skippedCell(run), '', '', '', '', '', '', '', '', ''];
         return [
           String(clients),
           run.label,
@@ -136,6 +138,10 @@ export async function surgeScenario(plan: Plan, env: Environment): Promise<Scena
             list.map((r) => r.load.latency.p99),
             fmt.ms,
           ),
+          spread(
+            list.map((r) => r.server?.latency['200']?.p99 ?? NaN),
+            fmt.ms,
+          ),
           run === baseline
             ? '—'
             : spread(
@@ -146,6 +152,13 @@ export async function surgeScenario(plan: Plan, env: Environment): Promise<Scena
             ? '—'
             : spread(
                 list.map((r) => lastOf(r, 'stats.shed')),
+                (v) => String(Math.round(v)),
+              ),
+          // The door's own sheds, where the package has one (`stats().eventLoop.shed`).
+          run === baseline
+            ? '—'
+            : spread(
+                list.map((r) => lastOf(r, 'stats.eventLoop.shed')),
                 (v) => String(Math.round(v)),
               ),
         ];

@@ -120,6 +120,7 @@ export async function workersOverloadScenario(plan: Plan, env: Environment): Pro
       '504 share',
       'p99 every answer ms',
       '2xx p99 ms',
+      '2xx p99 in server ms',
       '503 p99 ms',
       '504 p99 ms',
       'other non-2xx + errors',
@@ -127,7 +128,7 @@ export async function workersOverloadScenario(plan: Plan, env: Environment): Pro
     ],
     rows: runs.map((run) => {
       const list = rounds.get(run)!;
-      if (list.length === 0) return [run.label, skippedCell(run), '', '', '', '', '', '', '', '', ''];
+      if (list.length === 0) return [run.label, skippedCell(run), '', '', '', '', '', '', '', '', '', ''];
       const other = (l: LoadResult): number =>
         Object.entries(l.byStatus)
           .filter(([code]) => !code.startsWith('2') && code !== '503' && code !== '504')
@@ -153,6 +154,10 @@ export async function workersOverloadScenario(plan: Plan, env: Environment): Pro
         ),
         spread(
           list.map((r) => r.load.okLatency.p99),
+          fmt.ms,
+        ),
+        spread(
+          list.map((r) => r.server?.latency['200']?.p99 ?? NaN),
           fmt.ms,
         ),
         spread(
