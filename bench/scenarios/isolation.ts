@@ -22,6 +22,7 @@ import {
   spread,
   statsTraceTable,
   traceLines,
+  windowRate,
   withBeforeTwins,
 } from './pressure';
 import type { ChartRow, Environment, ScenarioResult, Table, Target, TraceLine, VariantRun } from './types';
@@ -126,6 +127,9 @@ export async function isolationScenario(plan: Plan, env: Environment): Promise<S
 
   const okShare = (r: LoadResult): number => r.ok / Math.max(1, r.responses);
   const slowOf = (r: Round): LoadResult | undefined => r.loads?.slow;
+  /** /slow's 2xx/s inside the offered window (from 1 s, once every load instance has started, to its end). */
+  const slowAnswered = (r: Round): number =>
+    windowRate(r.server, 'slowOk', 1, p.durationS, slowOf(r)?.okRps ?? Number.NaN);
   const table: Table = {
     columns: [
       'variant',
@@ -133,7 +137,7 @@ export async function isolationScenario(plan: Plan, env: Environment): Promise<S
       '/fast p99 ms (all answers)',
       '/fast 2xx p99 ms',
       '/fast 503 share',
-      '/slow 2xx/s',
+      '/slow 2xx/s in the offered window',
       '/slow share of its capacity',
       '/slow 503 share',
       '/slow 504 share',
@@ -144,6 +148,7 @@ export async function isolationScenario(plan: Plan, env: Environment): Promise<S
       const list = rounds.get(run)!;
       if (list.length === 0) return [run.label, skippedCell(run), '', '', '', '', '', '', '', '', ''];
       const slow = list.map(slowOf).filter((l): l is LoadResult => l !== undefined);
+      const slowRates = list.filter((r) => slowOf(r)).map(slowAnswered);
       return [
         run.label,
         spread(
@@ -162,15 +167,10 @@ export async function isolationScenario(plan: Plan, env: Environment): Promise<S
           list.map((r) => shareOf(r.load, '503')),
           fmt.pct,
         ),
+        slow.length ? spread(slowRates, fmt.rps) : '—',
         slow.length
           ? spread(
-              slow.map((l) => l.okRps),
-              fmt.rps,
-            )
-          : '—',
-        slow.length
-          ? spread(
-              slow.map((l) => l.okRps / SLOW_CAPACITY),
+              slowRates.map((v) => v / SLOW_CAPACITY),
               fmt.ratio,
             )
           : '—',
@@ -226,11 +226,11 @@ export async function isolationScenario(plan: Plan, env: Environment): Promise<S
       'isolation',
       defaults,
       `/slow answered ≥ 0.8 × its dependency's capacity (${fmt.rps(0.8 * SLOW_CAPACITY)} req/s)`,
-      list.length ? median(list.map((r) => (slowOf(r)?.okRps ?? NaN) / SLOW_CAPACITY)) : undefined,
+      list.length ? median(list.map((r) => slowAnswered(r) / SLOW_CAPACITY)) : undefined,
       (v) => v >= 0.8,
       (v) =>
         `${fmt.ratio(v)} (${spread(
-          list.map((r) => (slowOf(r)?.okRps ?? NaN) / SLOW_CAPACITY),
+          list.map((r) => slowAnswered(r) / SLOW_CAPACITY),
           fmt.ratio,
         )})`,
     ),
@@ -282,7 +282,7 @@ export async function isolationScenario(plan: Plan, env: Environment): Promise<S
         label: `${run.label}: /slow`,
         p50: slow.latency.p50,
         p99: slow.latency.p99,
-        note: `${fmt.ratio(slow.okRps / SLOW_CAPACITY)} of capacity`,
+        note: `${fmt.ratio(slowAnswered(r) / SLOW_CAPACITY)} of capacity`,
         kind: run.kind,
       });
     return rows;

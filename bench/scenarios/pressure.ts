@@ -218,3 +218,29 @@ export const rssCell = (rounds: Round[]): string =>
         median(rounds.map((r) => r.server?.idleRss ?? NaN)),
       )} (${spread(rounds.map(rssRatio), fmt.ratio)})`
     : '—';
+
+/**
+ * 2xx a second inside the offered window (from `fromS`, once every load instance has started, to `toS`, when the
+ * offered load stops), from the server's cumulative series `name` (`trackAnswers`). The load's own rate spans
+ * first request to last response, drain included, and understates the rate when answers come seconds late.
+ * Falls back to `fallback` where the server has no such series.
+ */
+export function windowRate(
+  server: Round['server'],
+  name: string,
+  fromS: number,
+  toS: number,
+  fallback: number,
+): number {
+  const values = server?.series?.[name];
+  const elapsed = server?.series?.elapsedMs;
+  if (!values || !elapsed || elapsed.length < 2) return fallback;
+  const index = (ms: number): number => {
+    const i = elapsed.findIndex((t) => t >= ms);
+    return i === -1 ? elapsed.length - 1 : i;
+  };
+  const a = index(fromS * 1000);
+  const b = index(toS * 1000);
+  if (b <= a) return fallback;
+  return ((values[b]! - values[a]!) * 1000) / (elapsed[b]! - elapsed[a]!);
+}

@@ -6,7 +6,7 @@ import { burn } from './cpu.js';
 import { dependency } from './deps';
 import { loadPackage } from './package';
 import { LOOP_VARIANTS, burnPerMs, loopOverload } from './pressure-params';
-import { trackStats } from './stats-record';
+import { trackAnswers, trackStats } from './stats-record';
 
 const variant = variantArg([...LOOP_VARIANTS]);
 const iterations = Math.round(burnPerMs() * loopOverload.cpuMs);
@@ -19,6 +19,7 @@ let fo: FanoutMiddleware | undefined;
 
 serve(
   async (app) => {
+    trackAnswers(app);
     if (variant === 'promise-all') {
       app.get('/', async (_req, res) => {
         const [a, b, c] = await Promise.all([dependency(ioMs, 1), dependency(ioMs, 1), dependency(ioMs, 1)]);

@@ -2,8 +2,9 @@
 // where the queue is (`dependencies`, `eventLoop`, the door's sheds) land from other branches, in a shape this file
 // does not assume. Every numeric leaf is kept under its dotted path (`limit`, `workers.pending`,
 // `dependencies.slowdb.limit`); an array's items are keyed by their `name`, `dependency` or `id` when they have one.
+import type { Express } from 'express';
 import type { FanoutMiddleware } from 'express-fanout';
-import { trackRecord } from './app';
+import { track, trackRecord } from './app';
 
 const MAX_DEPTH = 4;
 /** More leaves than any stats() has today; a runaway shape (a key per request) stops here. */
@@ -46,4 +47,20 @@ export function flattenStats(stats: unknown): Record<string, number> {
 /** Samples the middleware's whole `stats()` every 100 ms as series `stats.<path>`. */
 export function trackStats(fo: FanoutMiddleware, prefix = 'stats.'): void {
   trackRecord(prefix, () => flattenStats(fo.stats()));
+}
+
+/**
+ * Counts the 2xx answers as the series `ok` (cumulative, sampled every 100 ms), so the runner can take the rate of
+ * answers over the offered window only: with seconds of backlog, the load's own span (first request to last
+ * response) includes the drain after the offered load stopped and would understate the rate.
+ */
+export function trackAnswers(app: Express): void {
+  let ok = 0;
+  track('ok', () => ok);
+  app.use((_req, res, next) => {
+    res.once('finish', () => {
+      if (res.statusCode >= 200 && res.statusCode < 300) ok++;
+    });
+    next();
+  });
 }

@@ -6,7 +6,7 @@ import type { FanoutMiddleware, FanoutOptions } from 'express-fanout';
 import { serve, variantArg } from './app';
 import { loadPackage } from './package';
 import { WORKERS_OPTIONS, WORKERS_VARIANTS, burnPerMs, workersOverload } from './pressure-params';
-import { trackStats } from './stats-record';
+import { trackAnswers, trackStats } from './stats-record';
 
 const variant = variantArg([...WORKERS_VARIANTS]);
 const iterations = Math.round(burnPerMs() * workersOverload.stepMs);
@@ -15,6 +15,7 @@ let fo: FanoutMiddleware | undefined;
 
 serve(
   async (app) => {
+    trackAnswers(app);
     const { fanout } = await loadPackage();
     fo = fanout({
       budgetMs: workersOverload.budgetMs,
