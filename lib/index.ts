@@ -19,6 +19,8 @@ export type {
   FanoutOptions,
   AdaptiveConcurrency,
   AdmissionOptions,
+  EventLoopOptions,
+  EventLoopStats,
   BudgetOptions,
   LimitOptions,
   LimitStore,

@@ -261,7 +261,8 @@ export class Runtime {
     debug('abandoned %s: it ignored its abort signal for %d ms', name, this.options.graceMs);
   }
 
-  stats(): FanoutStats {
+  /** The middleware adds `eventLoop` (the door's, middleware.ts). */
+  stats(): Omit<FanoutStats, 'eventLoop'> {
     return {
       running: this.scheduler.running,
       queued: this.scheduler.queued,
