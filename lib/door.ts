@@ -135,15 +135,19 @@ export class Door {
     const delay = this.delayMs;
     const rate = this.rateAt(now);
     const expected = rate > 0 ? (this.inFlight + 1) / rate : delay;
-    const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
-    let breaks = this.inFlight >= fits && expected * LATENCY_MARGIN + delay > budgetMs;
-    if (breaks && !this.confirmed) {
-      // Little's law gives the steady state; just after a surge began the rate is still being measured.
-      // Requests that wait long (on average in flight for a quarter of the budget, or completed in half of it),
-      // or a loop that late, confirm the overload, until the loop cools.
-      const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
-      breaks = this.confirmed =
-        delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
+    // The loop's delay alone breaks the budget: every callback of the request would wait that long.
+    let breaks = delay >= budgetMs;
+    if (!breaks) {
+      const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
+      breaks = this.inFlight >= fits && expected * LATENCY_MARGIN + delay > budgetMs;
+      if (breaks && !this.confirmed) {
+        // Little's law gives the steady state; just after a surge began the rate is still being measured.
+        // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
+        // it), or a loop half a budget late, confirm the overload, until the loop cools.
+        const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
+        breaks = this.confirmed =
+          delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
+      }
     }
     this.shedding = breaks;
     if (!breaks) return Number.NaN;
@@ -189,9 +193,11 @@ export class Door {
     this.recentLatency = recent === recent ? recent + 0.2 * (latency - recent) : latency;
   }
 
-  stats(): { delayMs: number; utilization: number; shedding: boolean; shed: number } {
+  /** `stats().eventLoop` at `now`: the loop is read afresh (the door may have cooled since the last request). */
+  stats(now: number): { delayMs: number; utilization: number; shedding: boolean; shed: number } {
+    this.judging(now);
     return {
-      delayMs: this.loop.recentDelayMs(),
+      delayMs: this.delayMs,
       utilization: this.loop.utilization(),
       shedding: this.hot && this.shedding,
       shed: this.shed,

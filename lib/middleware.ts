@@ -49,13 +49,17 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     }
     next();
   } as FanoutMiddleware;
+  let lease = loop;
   middleware.close = () => {
-    loop?.release();
+    lease?.release();
+    lease = null;
     return runtime.close();
   };
   middleware.stats = () => ({
     ...runtime.stats(),
-    eventLoop: door ? door.stats() : { delayMs: 0, utilization: 0, shedding: false, shed: 0 },
+    eventLoop: door
+      ? door.stats(performance.now())
+      : { delayMs: 0, utilization: 0, shedding: false, shed: 0 },
   });
   middleware.observe = (observer) => runtime.observe(observer);
   return middleware;

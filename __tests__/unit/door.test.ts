@@ -101,7 +101,7 @@ describe('the door (fake clock, simulated loop)', () => {
       expect(r.judged).toBe(true);
       expect(r.shed).toBe(0);
       expect(r.served / 5000).toBeGreaterThan(0.95 * 5);
-      expect(r.door.stats().shedding).toBe(false);
+      expect(r.door.stats(5000).shedding).toBe(false);
     },
   );
 
@@ -117,7 +117,7 @@ describe('the door (fake clock, simulated loop)', () => {
     expect(r.shed).toBeGreaterThan(0);
     expect(r.served / 10_000).toBeGreaterThan(0.8 * 0.25);
     expect(p99(r.latencies)).toBeLessThanOrEqual(250);
-    expect(r.door.stats()).toMatchObject({ shedding: true, shed: r.shed });
+    expect(r.door.stats(10_000)).toMatchObject({ shedding: true, shed: r.shed });
   });
 
   it('sheds while the loop is slow for a while, then reopens with hysteresis once it is not', () => {
@@ -131,7 +131,7 @@ describe('the door (fake clock, simulated loop)', () => {
     expect(windows(2000, 5000)).toBeGreaterThan(0);
     // The queue the overload left drains in well under a budget; then the door lets everyone in again.
     expect(windows(5500, 8000)).toBe(0);
-    expect(r.door.stats().shedding).toBe(false);
+    expect(r.door.stats(8000).shedding).toBe(false);
     expect(r.door.judging(8000)).toBe(false);
   });
 
@@ -160,6 +160,15 @@ describe('the door state machine', () => {
     monitor.recentDelay = 11;
     expect(door.judging(150)).toBe(false);
     expect(door.judging(250)).toBe(true);
+  });
+
+  it('sheds whatever is in flight while the loop is later than the budget itself', () => {
+    const { monitor, door } = hotDoor();
+    monitor.util = 1;
+    monitor.recentDelay = 400;
+    expect(door.judging(0)).toBe(true);
+    expect(door.judge(0, 1000)).toBeNaN();
+    expect(door.judge(0, 400)).toBeGreaterThanOrEqual(400);
   });
 
   it('counts a stall in progress as time above the target: a loop late by 500 ms is hot at once', () => {
@@ -203,7 +212,8 @@ describe('the door state machine', () => {
     for (let i = 0; i < 10; i++) door.left(50, -250);
     for (let i = 0; i < 29; i++) door.entered(0);
     monitor.util = 1;
-    monitor.recentDelay = 200;
+    monitor.recentDelay = 60;
+    door.judging(0);
     expect(door.judging(150)).toBe(true);
     // Expected 300 ms with a 100 ms budget would break it, but nothing waits: admitted.
     expect(door.judge(150, 100)).toBeNaN();
@@ -219,7 +229,7 @@ describe('the door state machine', () => {
     expect(door.judging(150)).toBe(true);
     expect(door.judge(150, 2000)).toBeNaN();
     expect(door.judge(150, 300)).toBeGreaterThan(300);
-    expect(door.stats()).toEqual({ delayMs: 150, utilization: 1, shedding: true, shed: 1 });
+    expect(door.stats(151)).toEqual({ delayMs: 150, utilization: 1, shedding: true, shed: 1 });
   });
 
   it('answers a shed with a cheap 503: Retry-After, the delay and the budget in the message, no stack', () => {
