@@ -34,32 +34,45 @@ const MIN_PARTIAL_MS = 10;
  * Little's law gives the mean, and requests admitted at the edge should not all end as 504s.
  */
 const LATENCY_MARGIN = 1.25;
+/** The no-load latency is the lowest bucket mean of the last two epochs of this length, ms. */
+const LATENCY_EPOCH_MS = 10_000;
+/** After a shed, requests are judged for this long whatever the loop's state, ms (go-zero's cool-off). */
+const COOL_OFF_MS = 1000;
 /** A stall of this long is a busy loop whatever the utilisation last measured (it is measured every ~100 ms). */
 const STALL_IS_BUSY_MS = 100;
 
 /**
  * The process's own door: when the event loop itself is the queue, new requests are shed at once (503,
  * `Retry-After`), before anything per-request is built, but only while the time they would spend in the process
- * breaks their budget. Netflix's and go-zero's adaptive shedders are the model: go-zero sheds only when the CPU
- * is busy AND the requests in flight exceed what the recent best throughput times the best latency says fits
- * (Little's law), so a load the machine still serves is never shed. Here, four conditions together:
+ * breaks their budget. go-zero's adaptive shedder is the model: it sheds only when the CPU is busy AND the
+ * requests in flight exceed what the recent best throughput times the best latency says fits (Little's law), so
+ * a load the machine still serves is never shed.
  *
- * 1. **The loop is hot** (CoDel on its delay): the monitor's recent delay stayed above `targetMs` for
- *    `intervalMs`. It cools only once the delay stayed below `targetMs` for `intervalMs` again: hysteresis, not
- *    a fixed threshold that flaps with every reading.
- * 2. **The loop is busy**: utilisation at least `utilization` (or a stall in progress). A loop late because the
- *    machine is descheduling the process is not a queue that shedding empties.
- * 3. **More is in flight than fits** (go-zero's check): requests between this door and the end of their response
- *    exceed the recent best completions per ms times the recent best latency. Below that, nothing waits.
- * 4. **The wait would break the budget**: the expected time of a new request, `in flight / best rate` (Little's
- *    law: the queue ahead of it drains at the rate the process answers), with a margin, plus the loop's delay
- *    (how long its own callbacks will wait), exceeds its budget; and requests do take long: the ones that just
- *    completed took half the budget or more, or the loop's delay alone is that long. A closed-loop surge of
- *    clients on a healthy downstream keeps its requests in flight at `clients / rate`, well within the budget:
- *    it is never shed, however busy the loop (shedding it would only bring the clients straight back).
+ * **When it judges.** While the loop is hot and busy:
+ * - *hot* (CoDel on the monitor's delay): the delay stayed above `targetMs` for `intervalMs`; it cools once the
+ *   delay stayed below `targetMs` for `intervalMs` again: hysteresis, not a threshold that flaps with every
+ *   reading. A timer late by `d` means callbacks have waited past the target for `d - targetMs`: a stall in
+ *   progress counts at once.
+ * - *busy*: utilisation at least `utilization` (or a stall of 100 ms in progress). A loop late because the machine
+ *   descheduled the process is not a queue that shedding empties.
+ * And, as go-zero's cool-off, for a second after any shed, whatever the loop: load comes in waves (clients
+ * retrying together, timers in lockstep), and between two the loop catches up and looks idle.
  *
- * Deciding costs a clock read and a few comparisons while the loop is not hot; a shed request costs one small
- * error object without a stack.
+ * **Whom it sheds.** A request is shed when the loop's delay alone is as long as its budget, or when both
+ * - more is in flight than fits: the requests between this door and the end of their response reach the best
+ *   completions per ms of the last second times the no-load latency (the lowest bucket mean of the last 10-20 s;
+ *   the last second's would follow an overload up and let ever more in), and
+ * - Little's law says the new one would not make it: `(in flight + 1) / best rate`, the time the queue ahead of
+ *   it takes to drain at the rate the process answers, times 1.25, exceeds its budget.
+ * A closed-loop surge of clients on a healthy downstream keeps `clients / rate` in flight, inside the budget: it
+ * is never shed, however busy the loop (shedding it would only bring the clients straight back, and cost loop
+ * time). The rate is only known once something completed under load: until the requests' own latency confirms
+ * the overload (in flight for an eighth of the budget on average, completing in half of it, or a loop half a
+ * budget late), nothing is shed on the estimate alone; once confirmed, Little's law decides until the door stops
+ * judging.
+ *
+ * Deciding costs a clock read and a few comparisons while the door does not judge; a shed request costs one
+ * small error object without a stack (and whatever the app's error handler does with it).
  */
 export class Door {
   /** Requests admitted whose response has not ended yet. */
@@ -71,10 +84,10 @@ export class Door {
   /** The last delay read, ms. */
   delayMs = 0;
   private hot = false;
-  /** The last request judged was shed (and the loop is still hot). */
-  private shedding = false;
-  /** While hot: the requests' own latency confirmed the overload, Little's law alone decides until it cools. */
+  /** While judging: the requests' own latency confirmed the overload; Little's law alone decides until it ends. */
   private confirmed = false;
+  /** When the last request was shed, ms. */
+  private shedAt = Number.NEGATIVE_INFINITY;
   /** Since when the delay stayed above `targetMs` (`NaN`: it is not); while hot, since when it stayed below. */
   private aboveSince = Number.NaN;
   private calmSince = Number.NaN;
@@ -82,9 +95,13 @@ export class Door {
   private readonly counts = new Float64Array(BUCKETS);
   private readonly sums = new Float64Array(BUCKETS);
   private bucket: number;
-  /** Best completions per ms and best mean latency of the full buckets in the window; 0 and NaN when unknown. */
+  /** Best completions per ms of the full buckets in the window, and the no-load latency; 0 and NaN when unknown. */
   private bestRate = 0;
   private bestLatency = Number.NaN;
+  /** The lowest mean latency of a bucket in this epoch and in the last, ms; since when this epoch runs. */
+  private epochLatency = Number.NaN;
+  private lastEpochLatency = Number.NaN;
+  private epochAt = 0;
   /** The latency of recent completions, ms (an EWMA over ~5: it must follow a queue that builds). */
   private recentLatency = Number.NaN;
 
@@ -94,6 +111,7 @@ export class Door {
     now: number,
   ) {
     this.bucket = Math.floor(now / BUCKET_MS);
+    this.epochAt = now;
   }
 
   /**
@@ -115,7 +133,7 @@ export class Door {
       if (this.hot) {
         if (this.calmSince !== this.calmSince) this.calmSince = now;
         else if (now - this.calmSince >= intervalMs) {
-          this.hot = this.confirmed = false;
+          this.hot = false;
           this.calmSince = Number.NaN;
         }
       }
@@ -123,7 +141,12 @@ export class Door {
     if (this.hot && (this.loop.utilization() >= this.settings.utilization || delay >= STALL_IS_BUSY_MS)) {
       return true;
     }
-    return (this.shedding = false);
+    // go-zero's cool-off: for a while after a shed, every request is still judged, busy loop or not. Bursts
+    // come in waves (clients retrying together, timers in lockstep); between two, the loop catches up and
+    // looks idle, and without this the next wave would be let in whole, to wait behind itself.
+    if (now - this.shedAt < COOL_OFF_MS) return true;
+    this.confirmed = false;
+    return false;
   }
 
   /**
@@ -139,20 +162,20 @@ export class Door {
     let breaks = delay >= budgetMs;
     if (!breaks) {
       const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
-      breaks = this.inFlight >= fits && expected * LATENCY_MARGIN + delay > budgetMs;
+      breaks = this.inFlight >= fits && expected * LATENCY_MARGIN > budgetMs;
       if (breaks && !this.confirmed) {
         // Little's law gives the steady state; just after a surge began the rate is still being measured.
         // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
-        // it), or a loop half a budget late, confirm the overload, until the loop cools.
+        // it), or a loop half a budget late, confirm the overload, until the door stops judging.
         const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
         breaks = this.confirmed =
           delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
       }
     }
-    this.shedding = breaks;
     if (!breaks) return Number.NaN;
     this.shed++;
-    return expected + delay;
+    this.shedAt = now;
+    return Math.max(expected, delay);
   }
 
   /**
@@ -199,7 +222,7 @@ export class Door {
     return {
       delayMs: this.delayMs,
       utilization: this.loop.utilization(),
-      shedding: this.hot && this.shedding,
+      shedding: now - this.shedAt < this.settings.intervalMs,
       shed: this.shed,
     };
   }
@@ -233,7 +256,16 @@ export class Door {
       if (!(mean >= bestLatency)) bestLatency = mean;
     }
     this.bestRate = bestCount / BUCKET_MS;
-    this.bestLatency = bestLatency;
+    // The best latency is the no-load one: the lowest of this epoch and the last. The window's own minimum
+    // would follow an overload up (every bucket slow), let more in, and feed itself.
+    if (now - this.epochAt >= LATENCY_EPOCH_MS) {
+      this.epochAt = now;
+      this.lastEpochLatency = this.epochLatency;
+      this.epochLatency = Number.NaN;
+    }
+    if (!(bestLatency >= this.epochLatency)) this.epochLatency = bestLatency;
+    const last = this.lastEpochLatency;
+    this.bestLatency = last < this.epochLatency ? last : this.epochLatency;
   }
 
   /**

@@ -77,11 +77,12 @@ export interface FanoutOptions {
    * The process's own door: when the event loop itself is the queue, new requests are shed at once (503
    * `OverloadedError` with `Retry-After`, before anything per-request is built), but only while the time they
    * would spend in the process breaks their budget. It judges requests only while the loop is hot (its delay
-   * stayed above `targetMs` for `intervalMs`, and cools after `intervalMs` below it) and busy (utilisation at
-   * least `utilization`), and sheds only when more requests are in flight than the recent best throughput times
-   * the best latency says fit (Little's law, as go-zero's shedder) and the expected wait of a new one would
-   * break its budget. A surge the loop still answers within the budget is never shed. `stats().eventLoop`
-   * shows it. `false`: no door (the event-loop monitor is not started for it).
+   * stayed above `targetMs` for `intervalMs`; it cools after `intervalMs` below it) and busy (utilisation at
+   * least `utilization`), and for a second after a shed. It sheds a request when the loop's delay alone reaches
+   * its budget, or when more requests are in flight than the recent best throughput times the no-load latency
+   * says fit (go-zero's check) and Little's law says its wait would break its budget. A surge the loop still
+   * answers within the budget is never shed. `stats().eventLoop` shows it. `false`: no door (the event-loop
+   * monitor is not started for it).
    * @default { targetMs: 10, intervalMs: 50, utilization: 0.9 }
    */
   eventLoop?: EventLoopOptions | false;
@@ -651,7 +652,7 @@ export interface EventLoopStats {
   delayMs: number;
   /** Event-loop utilisation over the last ~100 ms, 0 to 1 (0 with `eventLoop: false`). */
   utilization: number;
-  /** The door is turning requests away now: the loop is hot and busy, and the last request judged was shed. */
+  /** The door is turning requests away: it shed one within the last `eventLoop.intervalMs`. */
   shedding: boolean;
   /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
   shed: number;
