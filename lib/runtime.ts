@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { AdaptiveLimit } from './adaptive-limit';
 import { FleetLimits } from './fleet-limit';
 import { Admission } from './admission';
+import { acquireLoopMonitor, type LoopMonitorLease } from './loop-monitor';
 import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
@@ -88,13 +89,17 @@ export class Runtime {
   private observers: readonly FanoutObserver[] = [];
   observed = false;
   private readonly names = new Map<string, NameState>();
+  /** The process's event-loop monitor, held while this middleware is open (the adaptive limits read it). */
+  readonly loop: LoopMonitorLease | null;
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
     this.limits = new FleetLimits(options.limits, options.graceMs, this.counters);
+    this.loop = adaptive ? acquireLoopMonitor() : null;
     this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue, {
       ...(admission ? { admission: new Admission(admission) } : {}),
       ...(adaptive ? { adaptive: new AdaptiveLimit(adaptive, performance.now()) } : {}),
+      ...(this.loop ? { loop: this.loop } : {}),
     });
   }
 
@@ -282,6 +287,7 @@ export class Runtime {
       .then(() => this.pool?.drained())
       .then(() => {
         this.drained = true;
+        this.loop?.release();
         return this.pool?.close();
       });
     return this.closing;
