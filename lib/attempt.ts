@@ -55,6 +55,8 @@ export class Attempt implements Job {
   queued = false;
   /** When it got its slot (set by the scheduler, which samples the time it held it); `NaN` skips the sample. */
   startedAt = 0;
+  /** The loop monitor's delay total when it got its slot (set by the scheduler). */
+  loopAt = 0;
   readonly submittedAt: number;
   /** When it started running, performance ms; 0 before. */
   ranAt = 0;

@@ -29,6 +29,8 @@ export type {
   FanoutOptions,
   AdaptiveConcurrency,
   AdmissionOptions,
+  EventLoopOptions,
+  EventLoopStats,
   BudgetOptions,
   LimitOptions,
   LimitStore,

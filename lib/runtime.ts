@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { AdaptiveLimit } from './adaptive-limit';
 import { FleetLimits } from './fleet-limit';
 import { Admission } from './admission';
+import { acquireLoopMonitor, type LoopMonitorLease } from './loop-monitor';
 import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
@@ -91,13 +92,17 @@ export class Runtime {
   private readonly names = new Map<string, NameState>();
   /** The transit learned per callee origin by `ctx.fetch()` (transit.ts). */
   readonly transits = new Transits();
+  /** The process's event-loop monitor, held while this middleware is open (the adaptive limits read it). */
+  readonly loop: LoopMonitorLease | null;
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
     this.limits = new FleetLimits(options.limits, options.graceMs, this.counters);
+    this.loop = adaptive ? acquireLoopMonitor() : null;
     this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue, {
       ...(admission ? { admission: new Admission(admission) } : {}),
       ...(adaptive ? { adaptive: new AdaptiveLimit(adaptive, performance.now()) } : {}),
+      ...(this.loop ? { loop: this.loop } : {}),
     });
   }
 
@@ -265,7 +270,8 @@ export class Runtime {
     debug('abandoned %s: it ignored its abort signal for %d ms', name, this.options.graceMs);
   }
 
-  stats(): FanoutStats {
+  /** The middleware adds `eventLoop` (the door's, middleware.ts). */
+  stats(): Omit<FanoutStats, 'eventLoop'> {
     return {
       running: this.scheduler.running,
       queued: this.scheduler.queued,
@@ -288,6 +294,7 @@ export class Runtime {
       .then(() => this.pool?.drained())
       .then(() => {
         this.drained = true;
+        this.loop?.release();
         return this.pool?.close();
       });
     return this.closing;

@@ -78,6 +78,19 @@ export interface FanoutOptions {
    */
   admission?: AdmissionOptions | false;
   /**
+   * The process's own door: when the event loop itself is the queue, new requests are shed at once (503
+   * `OverloadedError` with `Retry-After`, before anything per-request is built), but only while the time they
+   * would spend in the process breaks their budget. It judges requests only while the loop is hot (its delay
+   * stayed above `targetMs` for `intervalMs`; it cools after `intervalMs` below it) and busy (utilisation at
+   * least `utilization`), and for a second after a shed. It sheds a request when the loop's delay alone reaches
+   * its budget, or when more requests are in flight than the recent best throughput times the no-load latency
+   * says fit (go-zero's check) and Little's law says its wait would break its budget. A surge the loop still
+   * answers within the budget is never shed. `stats().eventLoop` shows it. `false`: no door (the event-loop
+   * monitor is not started for it).
+   * @default { targetMs: 10, intervalMs: 50, utilization: 0.9 }
+   */
+  eventLoop?: EventLoopOptions | false;
+  /**
    * How long an aborted task that ignores its signal keeps its slot before it is written off
    * (`stats().abandoned`) and the slot is freed. Integer >= 0.
    * @default 1000
@@ -219,6 +232,16 @@ export interface AdmissionOptions {
   intervalMs?: number;
   /** Serve the newest requests first during a sustained overload (adaptive LIFO). @default false */
   lifo?: boolean;
+}
+
+/** The `eventLoop` option: when the door judges requests. */
+export interface EventLoopOptions {
+  /** The loop's delay (how late a 10 ms timer fires, smoothed over ~100 ms) that counts as a queue, ms. Integer >= 1. @default 10 */
+  targetMs?: number;
+  /** How long the delay must stay above `targetMs` before the door judges, and below it before it stops, ms (the delay is already smoothed over ~100 ms). Integer >= 1. @default 50 */
+  intervalMs?: number;
+  /** Event-loop utilisation (0 to 1) from which the loop counts as busy; below it the door sheds nothing. @default 0.9 */
+  utilization?: number;
 }
 
 /** The `workers` option. */
@@ -673,6 +696,8 @@ export interface FanoutStats {
    * time, at most 1,000 (least recently used first out); an origin with no answer for 5 minutes leaves.
    */
   transit: Record<string, TransitEstimate>;
+  /** The process's door (`eventLoop` option). */
+  eventLoop: EventLoopStats;
 }
 
 /** `stats().transit[origin]`: what `ctx.fetch()` learned of the way to one callee and back. */
@@ -681,6 +706,18 @@ export interface TransitEstimate {
   marginMs: number;
   /** Recent answers it is made of (0 while it is only a new connection's set-up time). */
   samples: number;
+}
+
+/** `stats().eventLoop`: the event loop as the door sees it, and the requests it shed. */
+export interface EventLoopStats {
+  /** The loop's recent queueing delay, ms (0 with `eventLoop: false`). */
+  delayMs: number;
+  /** Event-loop utilisation over the last ~100 ms, 0 to 1 (0 with `eventLoop: false`). */
+  utilization: number;
+  /** The door is turning requests away: it shed one within the last `eventLoop.intervalMs`. */
+  shedding: boolean;
+  /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
+  shed: number;
 }
 
 /** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
