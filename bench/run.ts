@@ -14,6 +14,7 @@ import { renderTraceSvg } from './report/trace-svg';
 import { blockingScenario } from './scenarios/blocking';
 import { mixedScenario } from './scenarios/mixed';
 import { heavyTailScenario } from './scenarios/heavy-tail';
+import { hotPathScenario } from './scenarios/hot-path';
 import { tailScenario } from './scenarios/tail';
 import { overheadScenario } from './scenarios/overhead';
 import { overloadScenario } from './scenarios/overload';
@@ -22,7 +23,16 @@ import { storyScenarios } from './scenarios/story';
 import type { Environment, ScenarioResult } from './scenarios/types';
 import { packagePaths } from './scenarios/variant';
 
-const SCENARIOS = ['story', 'overhead', 'heavy-tail', 'overload', 'blocking', 'mixed', 'tail'] as const;
+const SCENARIOS = [
+  'story',
+  'overhead',
+  'heavy-tail',
+  'overload',
+  'blocking',
+  'mixed',
+  'tail',
+  'hot-path',
+] as const;
 type ScenarioId = (typeof SCENARIOS)[number];
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --only ${SCENARIOS.join(',')}] [-- --strict]
@@ -97,6 +107,7 @@ async function main(): Promise<number> {
     ['blocking', '5. Blocking work', () => blockingScenario(plan, env)],
     ['mixed', '6. Mixed IO and CPU', () => mixedScenario(plan, env)],
     ['tail', '7. Winning the tail back', () => tailScenario(plan, env)],
+    ['hot-path', '8. Hot path and cost growth (no HTTP)', () => hotPathScenario(plan, env)],
   ];
   for (const [id, title, run] of steps) {
     if (!args.only.has(id)) continue;
