@@ -93,7 +93,7 @@ export function renderTop(file: string, root: string, top: number): string {
   const { frames, totalMs } = topFrames(profile, root);
   const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
   const lines = [
-    `Profile: ${relative(root, file)}, ${(totalMs / 1000).toFixed(1)} s sampled.`,
+    `${(totalMs / 1000).toFixed(1)} s sampled; idle is time the event loop waited (for the load generator, or for the core, which this shared machine's other processes also use).`,
     '',
     '| share of busy time | group |',
     '| --- | --- |',
@@ -105,6 +105,15 @@ export function renderTop(file: string, root: string, top: number): string {
     '| --- | --- | --- | --- |',
     ...frames
       .slice(0, top)
+      .map((f) => `| ${f.selfMs.toFixed(0)} | ${pct(f.share)} | \`${f.name}\` | ${f.where} |`),
+    '',
+    `The package's own frames (dist/ or lib/), top ${Math.ceil(top / 2)}:`,
+    '',
+    '| self ms | share | function | where |',
+    '| --- | --- | --- | --- |',
+    ...frames
+      .filter((f) => f.where.startsWith('dist/') || f.where.startsWith('lib/'))
+      .slice(0, Math.ceil(top / 2))
       .map((f) => `| ${f.selfMs.toFixed(0)} | ${pct(f.share)} | \`${f.name}\` | ${f.where} |`),
   ];
   return `${lines.join('\n')}\n`;
