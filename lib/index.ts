@@ -1,5 +1,6 @@
 export { fanout } from './middleware';
 export { gather, type GatherOptions } from './gather';
+export { budget } from './budget';
 export {
   FanoutError,
   BudgetExceededError,
@@ -7,6 +8,7 @@ export {
   TaskSkippedError,
   OverloadedError,
   ClientClosedError,
+  CallTooLargeError,
   SiblingFailedError,
   WorkerCrashedError,
   WorkerScriptError,

@@ -27,7 +27,10 @@ export interface WorkerResourceLimits {
 export interface FanoutOptions {
   /**
    * Per-request latency budget in ms, counted from the moment the middleware sees the request. It covers time
-   * spent waiting in the queue as well as running. Integer, 1 to 2147483647.
+   * spent waiting in the queue as well as running. Integer, 1 to 2147483647. One route gets its own budget,
+   * longer or shorter, with `budget(ms)` before its handler. A second `fanout()` on the same request (on a
+   * router below the app's) only tightens: its deadline never falls after the first one's (the `express-fanout`
+   * debug namespace logs the cap).
    * @default 1000
    */
   budgetMs?: number;
@@ -586,7 +589,13 @@ export interface Fanout {
 }
 
 export interface CallOptions {
-  /** A tighter budget for this call in ms, counted from the call; never extends the request's. Integer >= 1. */
+  /**
+   * A tighter budget for this call in ms, counted from the call. Integer >= 1. It only tightens: a value
+   * longer than the time the request has left is capped at it (the `express-fanout` debug namespace logs
+   * the cap). To give a route a longer budget, put `budget(ms)` before its handler:
+   * `app.get('/report', budget(5000), handler)`.
+   * @default the request's remaining budget
+   */
   budgetMs?: number;
 }
 

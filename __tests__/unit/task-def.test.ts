@@ -1,4 +1,4 @@
-import * as options from '../../lib/options';
+import * as validate from '../../lib/validate';
 import { parseTasks } from '../../lib/task-def';
 
 const run = () => 1;
@@ -7,7 +7,7 @@ describe('a spec object is validated once, and again whenever it changed', () =>
   afterEach(() => jest.restoreAllMocks());
 
   it('does not validate a spec object seen before key by key again', () => {
-    const spy = jest.spyOn(options, 'rejectUnknown');
+    const spy = jest.spyOn(validate, 'rejectUnknown');
     const db = { run, timeoutMs: 50, fallback: null };
     parseTasks({ db });
     expect(spy).toHaveBeenCalledTimes(1);
@@ -65,7 +65,7 @@ describe('a spec object is validated once, and again whenever it changed', () =>
   });
 
   it('does not remember a spec that failed validation', () => {
-    const spy = jest.spyOn(options, 'rejectUnknown');
+    const spy = jest.spyOn(validate, 'rejectUnknown');
     const spec = { run, timeoutMs: -1 };
     expect(() => parseTasks({ db: spec })).toThrow('Expected `timeoutMs`');
     expect(() => parseTasks({ db: spec })).toThrow('Expected `timeoutMs`');
@@ -73,7 +73,7 @@ describe('a spec object is validated once, and again whenever it changed', () =>
   });
 
   it('validates a spec that is not a plain object on every use (its accessors may answer differently)', () => {
-    const spy = jest.spyOn(options, 'rejectUnknown');
+    const spy = jest.spyOn(validate, 'rejectUnknown');
     class Spec {
       run = run;
       get timeoutMs(): number {
