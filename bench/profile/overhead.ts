@@ -2,6 +2,7 @@
 // [--variant fanout-all]`: a CPU profile of the overhead scenario's `req.fanout.all` server (three instant tasks, `fanout({ serverTiming: false
 // })`: the defaults as in production) under 50 connections, the server pinned to CPU 0 and the load generator to
 // CPU 1, then its top frames by self time written as markdown (bench/profile/summarize.ts).
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,14 @@ import { renderTop } from './summarize';
 function arg(name: string, fallback: string): string {
   const at = process.argv.indexOf(name);
   return at === -1 ? fallback : (process.argv[at + 1] ?? fallback);
+}
+
+function commit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: rootDir, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
 }
 
 async function main(): Promise<void> {
@@ -38,7 +47,7 @@ async function main(): Promise<void> {
     `Three instant tasks a request, 50 connections, ${seconds} s after a 3 s warm-up; ` +
     `${pinned ? 'server pinned to CPU 0, load generator to CPU 1' : 'not pinned (taskset missing)'}; ` +
     `${Math.round(rps).toLocaleString('en-US')} req/s under the profiler. Written by \`tsx bench/profile/overhead.ts\` ` +
-    `(commit of the build: see \`git log\`), raw profile ${file}.\n\n` +
+    `from the dist/ built at commit ${commit()}.\n\n` +
     renderTop(file, rootDir, 40);
   writeFileSync(out, text);
   process.stdout.write(text);
