@@ -81,8 +81,10 @@ export class Attempt implements Job {
     /** `ctx.attempt`: 0 for the first, then one more for every retry or hedge. */
     readonly index: number,
     readonly hedge: boolean,
+    /** When it was submitted, performance ms: its task's clock read, when it was just made. */
+    submittedAt = performance.now(),
   ) {
-    this.submittedAt = performance.now();
+    this.submittedAt = submittedAt;
   }
 
   /** Its task's name (the scheduler keeps service times per name). */
