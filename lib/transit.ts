@@ -29,6 +29,8 @@ export const WINDOW = 128;
 export const QUANTILE = 0.99;
 /** A transit older than this no longer counts (a route that changed, a connection re-made elsewhere). */
 export const MAX_AGE_MS = 5 * 60_000;
+/** How long a margin may stay above what its transits give now, before they are read again, ms. */
+export const REFRESH_MS = 1000;
 /** Origins remembered at most; the least recently used goes first. */
 export const MAX_ORIGINS = 1000;
 
@@ -84,7 +86,13 @@ export class Transits {
     const i = replace ? 0 : entry.written++ % WINDOW;
     entry.transits[i] = transit;
     entry.at[i] = now;
-    entry.cached = Number.NaN;
+    // A transit above the margin raises it at once (the safe side); one at or below it can only lower it, which
+    // waits for the next refresh: no sort of the window on every call of a busy origin.
+    if (replace || !(transit <= entry.cached) || entry.live === 0) entry.cached = Number.NaN;
+    else {
+      if (entry.validUntil > now + REFRESH_MS) entry.validUntil = now + REFRESH_MS;
+      if (entry.live < WINDOW) entry.live++;
+    }
   }
 
   /**
