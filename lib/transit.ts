@@ -1,9 +1,9 @@
 /**
  * The learned transit per callee origin: how long a call to that origin spends outside the callee, there and
  * back. `ctx.fetch()` measures each call's round trip (from the call to the answer's headers) and the callee
- * says how long it worked (work-time-header.ts): round trip minus work is
- * the transit of that hop. The budget sent to the callee is cut by a high quantile of recent transits, so its
- * deadline (counted from when it saw the request, one way later) plus the way back ends before ours.
+ * says how long it worked (work-time-header.ts): round trip minus work is the transit of that hop. The budget
+ * sent to the callee is cut by a high quantile of recent transits, so its deadline (counted from when it saw
+ * the request, one way later) plus the way back ends before ours.
  *
  * Both numbers are durations measured on one host each (a round trip here, a work time there), never epoch
  * times: a clock skew between the hosts changes nothing.
@@ -48,7 +48,7 @@ class Origin {
   connectAt = 0;
   /** The only sample is an origin's first answer, which the second replaces when lower. */
   provisional = false;
-  /** Live samples at the last computation. */
+  /** Live samples: counted at each computation, and one more for each answer in between. */
   live = 0;
 }
 
