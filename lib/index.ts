@@ -27,6 +27,7 @@ export type {
   FanoutMiddleware,
   Fanout,
   FanoutStats,
+  DependencyStats,
   WorkerStats,
   CallOptions,
   Task,
