@@ -76,6 +76,12 @@ export class Scheduler {
   readonly base: Bulkhead;
   private readonly byName = new Map<string, Bulkhead>();
   private overflow: Bulkhead | null = null;
+  /**
+   * The most one dependency's bulkhead may queue: half of `maxQueue` with a bulkhead per dependency, so that a
+   * dependency that stopped answering (no drain rate, so no expected-wait admission) cannot fill the
+   * process-wide queue and shed every other dependency's tasks; `maxQueue` with one bulkhead.
+   */
+  private readonly queueShare: number;
   /** Bulkheads whose heap is not empty. */
   private readonly active: Bulkhead[] = [];
   private idleWaiters: (() => void)[] = [];
@@ -104,6 +110,7 @@ export class Scheduler {
     this.partition = p ? { maxDependencies: MAX_DEPENDENCIES, ...p } : null;
     this.base = new Bulkhead('', concurrency, policy.adaptive ?? null, policy.admission ?? null);
     this.refusedBy = this.base;
+    this.queueShare = p ? Math.max(1, Math.ceil(maxQueue / 2)) : maxQueue;
     this.timed =
       this.base.adaptive !== null ||
       this.base.admission !== null ||
@@ -177,7 +184,7 @@ export class Scheduler {
       job.start();
       return 'started';
     }
-    if (this.queued >= this.maxQueue) {
+    if (this.queued >= this.maxQueue || b.queued >= this.queueShare) {
       this.refusal = 'full';
       this.refusedBy = b;
       return 'shed';
@@ -267,7 +274,7 @@ export class Scheduler {
             Math.min(b.limit - b.running, this.concurrency - this.running, this.perRequest - lane.running),
           )
         : 0;
-    let room = Math.max(0, this.maxQueue - this.queued);
+    let room = Math.max(0, Math.min(this.maxQueue - this.queued, this.queueShare - b.queued));
     if (b.admission !== null && deadline !== undefined) {
       const at = now ?? this.now();
       room = Math.min(room, b.admission.room(b.queued, deadline - at, b.limit, at));
@@ -284,7 +291,7 @@ export class Scheduler {
     if (bulkhead === this.base) return `(${all})`;
     return (
       `(dependency \`${bulkhead.name}\`: ${bulkhead.running}/${bulkhead.limit} running, ` +
-      `${bulkhead.queued} queued; all: ${all})`
+      `${bulkhead.queued}/${this.queueShare} queued; all: ${all})`
     );
   }
 
