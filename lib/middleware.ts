@@ -8,6 +8,7 @@ import { resolveOptions, type ResolvedOptions } from './options';
 import { Runtime } from './runtime';
 import { Scope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
+import { reportWork } from './work-time-header';
 
 /**
  * The middleware factory: `app.use(fanout({ budgetMs: 500 }))` gives every later handler `req.fanout`.
@@ -46,6 +47,7 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       const shed = door?.enter(req, res, now, budgetOf);
       if (shed) return next(shed);
       req.fanout = new Scope(runtime, req, res, now);
+      if (runtime.options.budgetHeader) reportWork(req, res, now, runtime.options.budgetHeader);
     }
     next();
   } as FanoutMiddleware;

@@ -9,6 +9,7 @@ import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
 import { TokenBucket } from './token-bucket';
+import { Transits } from './transit';
 import type { FanoutObserver, FanoutStats, ObservedTask, TaskEvent, TaskProbe, TaskStatus } from './types';
 import { WorkerPool } from './workers';
 import { WorkerScriptError } from './errors';
@@ -91,6 +92,8 @@ export class Runtime {
   private readonly names = new Map<string, NameState>();
   /** The process's event-loop monitor, held while this middleware is open (the adaptive limits read it). */
   readonly loop: LoopMonitorLease | null;
+  /** The transit learned per callee origin by `ctx.fetch()` (transit.ts). */
+  readonly transits = new Transits();
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
@@ -274,6 +277,7 @@ export class Runtime {
       limit: this.scheduler.limit,
       ...this.counters,
       workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
+      transit: this.transits.snapshot(performance.now()),
     };
   }
 

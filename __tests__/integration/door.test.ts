@@ -135,7 +135,8 @@ describe.each(expressVersions)("the process's door (%s)", (_version, express) =>
 
   it('is off with eventLoop: false: no monitor taken, nothing shed, zeros in stats()', async () => {
     const monitor = forcedMonitor();
-    const { http: client, fo } = await serve({ eventLoop: false }, (app) =>
+    // A fixed concurrency: the adaptive limit takes a monitor of its own.
+    const { http: client, fo } = await serve({ eventLoop: false, concurrency: 8 }, (app) =>
       app.get('/', (_req, res) => res.send('ok')),
     );
     overloaded(monitor);
@@ -146,7 +147,7 @@ describe.each(expressVersions)("the process's door (%s)", (_version, express) =>
 
   it('releases its monitor once when the middleware closes', async () => {
     const monitor = forcedMonitor();
-    const { fo } = await serve({}, (app) => app.get('/', (_req, res) => res.send('ok')));
+    const { fo } = await serve({ concurrency: 8 }, (app) => app.get('/', (_req, res) => res.send('ok')));
     await fo.close();
     await fo.close();
     expect(monitor.releases).toBe(1);
