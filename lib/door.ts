@@ -58,12 +58,15 @@ const STALL_IS_BUSY_MS = 100;
  * And, as go-zero's cool-off, for a second after any shed, whatever the loop: load comes in waves (clients
  * retrying together, timers in lockstep), and between two the loop catches up and looks idle.
  *
- * **Whom it sheds.** A request is shed when the loop's delay alone is as long as its budget, or when both
+ * **Whom it sheds.** A request is shed when both
  * - more is in flight than fits: the requests between this door and the end of their response reach the best
  *   completions per ms of the last second times the no-load latency (the lowest bucket mean of the last 10-20 s;
  *   the last second's would follow an overload up and let ever more in), and
  * - Little's law says the new one would not make it: `(in flight + 1) / best rate`, the time the queue ahead of
- *   it takes to drain at the rate the process answers, times 1.25, exceeds its budget.
+ *   it takes to drain at the rate the process answers, times 1.25, exceeds its budget (with nothing completed
+ *   in the last second, the loop's delay stands for it).
+ * The loop's delay alone sheds nothing: a process the machine descheduled for a second comes back late by a
+ * second, and can answer within the budget again at once.
  * A closed-loop surge of clients on a healthy downstream keeps `clients / rate` in flight, inside the budget: it
  * is never shed, however busy the loop (shedding it would only bring the clients straight back, and cost loop
  * time). The rate is only known once something completed under load: until the requests' own latency confirms
@@ -157,20 +160,17 @@ export class Door {
     this.roll(now);
     const delay = this.delayMs;
     const rate = this.rateAt(now);
+    // Nothing completed in the last second: the loop's own delay is all that is known of the wait.
     const expected = rate > 0 ? (this.inFlight + 1) / rate : delay;
-    // The loop's delay alone breaks the budget: every callback of the request would wait that long.
-    let breaks = delay >= budgetMs;
-    if (!breaks) {
-      const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
-      breaks = this.inFlight >= fits && expected * LATENCY_MARGIN > budgetMs;
-      if (breaks && !this.confirmed) {
-        // Little's law gives the steady state; just after a surge began the rate is still being measured.
-        // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
-        // it), or a loop half a budget late, confirm the overload, until the door stops judging.
-        const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
-        breaks = this.confirmed =
-          delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
-      }
+    const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
+    let breaks = this.inFlight >= fits && expected * LATENCY_MARGIN > budgetMs;
+    if (breaks && !this.confirmed) {
+      // Little's law gives the steady state; just after a surge began the rate is still being measured.
+      // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
+      // it), or a loop half a budget late, confirm the overload, until the door stops judging.
+      const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
+      breaks = this.confirmed =
+        delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
     }
     if (!breaks) return Number.NaN;
     this.shed++;
