@@ -28,7 +28,7 @@ const BUCKET_MS = 100;
 /** … over this many buckets: "recent" is the last second. */
 const BUCKETS = 10;
 /** The rate of the bucket being filled is read over at least this long, ms (its first few ms say little). */
-const MIN_PARTIAL_MS = 10;
+const MIN_PARTIAL_MS = 50;
 /**
  * A request is admitted if its expected time in the process, this many times over, still fits its budget:
  * Little's law gives the mean, and requests admitted at the edge should not all end as 504s.
@@ -62,8 +62,8 @@ const STALL_IS_BUSY_MS = 100;
  * - more is in flight than fits: the requests between this door and the end of their response reach the best
  *   completions per ms of the last second times the no-load latency (the lowest bucket mean of the last 10-20 s;
  *   the last second's would follow an overload up and let ever more in), and
- * - Little's law says the new one would not make it: `(in flight + 1) / best rate`, the time the queue ahead of
- *   it takes to drain at the rate the process answers, times 1.25, exceeds its budget (with nothing completed
+ * - Little's law says the new one would not make it: `(in flight + 1) / rate`, the time the queue ahead of it
+ *   takes to drain at the rate the process answers (the last second's mean), times 1.25, exceeds its budget (with nothing completed
  *   in the last second, the loop's delay stands for it).
  * The loop's delay alone sheds nothing: a process the machine descheduled for a second comes back late by a
  * second, and can answer within the budget again at once.
@@ -100,6 +100,9 @@ export class Door {
   private bucket: number;
   /** Best completions per ms of the full buckets in the window, and the no-load latency; 0 and NaN when unknown. */
   private bestRate = 0;
+  /** Mean completions per ms of the full buckets in the window (those since the door was made, at first). */
+  private meanRate = 0;
+  private readonly firstBucket: number;
   private bestLatency = Number.NaN;
   /** The lowest mean latency of a bucket in this epoch and in the last, ms; since when this epoch runs. */
   private epochLatency = Number.NaN;
@@ -113,7 +116,7 @@ export class Door {
     private readonly loop: LoopSignal,
     now: number,
   ) {
-    this.bucket = Math.floor(now / BUCKET_MS);
+    this.bucket = this.firstBucket = Math.floor(now / BUCKET_MS);
     this.epochAt = now;
   }
 
@@ -162,7 +165,8 @@ export class Door {
     const rate = this.rateAt(now);
     // Nothing completed in the last second: the loop's own delay is all that is known of the wait.
     const expected = rate > 0 ? (this.inFlight + 1) / rate : delay;
-    const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
+    const best = this.bestRate > rate ? this.bestRate : rate;
+    const fits = this.bestLatency === this.bestLatency ? best * this.bestLatency : 0;
     let breaks = this.inFlight >= fits && expected * LATENCY_MARGIN > budgetMs;
     if (breaks && !this.confirmed) {
       // Little's law gives the steady state; just after a surge began the rate is still being measured.
@@ -227,11 +231,15 @@ export class Door {
     };
   }
 
-  /** Completions per ms: the best full bucket of the window, or the bucket being filled if it does better. */
+  /**
+   * The rate the requests in flight drain at, per ms: the mean of the full buckets of the window (not the best:
+   * the best of ten noisy buckets is an overestimate, and would let a queue longer than the budget in), or the
+   * bucket being filled if it does better (a load that is still rising).
+   */
   private rateAt(now: number): number {
     const elapsed = now - this.bucket * BUCKET_MS;
     const partial = this.counts[this.bucket % BUCKETS]! / Math.max(elapsed, MIN_PARTIAL_MS);
-    return partial > this.bestRate ? partial : this.bestRate;
+    return partial > this.meanRate ? partial : this.meanRate;
   }
 
   /** Moves the window to `now`: buckets that ended are summarised, buckets that start are emptied. */
@@ -246,16 +254,19 @@ export class Door {
     }
     this.bucket = bucket;
     let bestCount = 0;
+    let total = 0;
     let bestLatency = Number.NaN;
     for (let i = 0; i < BUCKETS; i++) {
       if (i === bucket % BUCKETS) continue;
       const count = this.counts[i]!;
       if (count === 0) continue;
+      total += count;
       if (count > bestCount) bestCount = count;
       const mean = this.sums[i]! / count;
       if (!(mean >= bestLatency)) bestLatency = mean;
     }
     this.bestRate = bestCount / BUCKET_MS;
+    this.meanRate = total / (Math.min(BUCKETS - 1, bucket - this.firstBucket) * BUCKET_MS);
     // The best latency is the no-load one: the lowest of this epoch and the last. The window's own minimum
     // would follow an overload up (every bucket slow), let more in, and feed itself.
     if (now - this.epochAt >= LATENCY_EPOCH_MS) {
