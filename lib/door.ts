@@ -34,6 +34,10 @@ const MIN_PARTIAL_MS = 50;
  * Little's law gives the mean, and requests admitted at the edge should not all end as 504s.
  */
 const LATENCY_MARGIN = 1.25;
+/** Requests pile up when more than this many times those completed arrived in the last second. */
+const PILE_UP = 1.25;
+/** … and at least this many arrived: a few requests are no pile (and a lightly loaded process sheds nothing). */
+const MIN_PILE = 10;
 /** The no-load latency is the lowest bucket mean of the last two epochs of this length, ms. */
 const LATENCY_EPOCH_MS = 10_000;
 /** After a shed, requests are judged for this long whatever the loop's state, ms (go-zero's cool-off). */
@@ -71,8 +75,9 @@ const STALL_IS_BUSY_MS = 100;
  * is never shed, however busy the loop (shedding it would only bring the clients straight back, and cost loop
  * time). The rate is only known once something completed under load: until the requests' own latency confirms
  * the overload (in flight for an eighth of the budget on average, completing in half of it, or a loop half a
- * budget late), nothing is shed on the estimate alone; once confirmed, Little's law decides until the door stops
- * judging.
+ * budget late) while requests pile up (more arrived in the last second than 1.25 times those that completed; a
+ * closed loop of clients that the machine stalls does not pile up), nothing is shed on the estimate alone; once
+ * confirmed, Little's law decides until the door stops judging.
  *
  * Deciding costs a clock read and a few comparisons while the door does not judge; a shed request costs one
  * small error object without a stack (and whatever the app's error handler does with it).
@@ -97,6 +102,8 @@ export class Door {
   /** Completions and their summed latency per bucket; `bucket` is the index (time / BUCKET_MS) being filled. */
   private readonly counts = new Float64Array(BUCKETS);
   private readonly sums = new Float64Array(BUCKETS);
+  /** Requests that came to the door per bucket, admitted or shed. */
+  private readonly arrived = new Float64Array(BUCKETS);
   private bucket: number;
   /** Best completions per ms of the full buckets in the window, and the no-load latency; 0 and NaN when unknown. */
   private bestRate = 0;
@@ -172,13 +179,18 @@ export class Door {
       // Little's law gives the steady state; just after a surge began the rate is still being measured.
       // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
       // it), or a loop half a budget late, confirm the overload, until the door stops judging.
+      // And the requests must be piling up: more arrived in the last second than completed. A closed loop of
+      // clients sends only as answers come back; when the machine stalls it, its requests are late, but
+      // shedding them would only bring them straight back.
       const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
       breaks = this.confirmed =
-        delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
+        (delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs)) &&
+        this.pilingUp();
     }
     if (!breaks) return Number.NaN;
     this.shed++;
     this.shedAt = now;
+    this.arrived[this.bucket % BUCKETS]!++;
     return Math.max(expected, delay);
   }
 
@@ -205,6 +217,8 @@ export class Door {
   entered(now: number): void {
     this.inFlight++;
     this.arrivals += now;
+    this.roll(now);
+    this.arrived[this.bucket % BUCKETS]!++;
   }
 
   /** A request admitted at `arrivedAt` ended (its response finished or closed) at `now`. */
@@ -221,14 +235,35 @@ export class Door {
   }
 
   /** `stats().eventLoop` at `now`: the loop is read afresh (the door may have cooled since the last request). */
-  stats(now: number): { delayMs: number; utilization: number; shedding: boolean; shed: number } {
+  stats(now: number): {
+    delayMs: number;
+    utilization: number;
+    shedding: boolean;
+    shed: number;
+    inFlight: number;
+  } {
     this.judging(now);
     return {
       delayMs: this.delayMs,
       utilization: this.loop.utilization(),
       shedding: now - this.shedAt < this.settings.intervalMs,
       shed: this.shed,
+      inFlight: this.inFlight,
     };
+  }
+
+  /**
+   * At least {@link MIN_PILE} requests arrived in the window (this one included), and more than PILE_UP times
+   * those that completed. A loop stalled with nothing arriving is late, not piling up.
+   */
+  private pilingUp(): boolean {
+    let arrived = 1;
+    let completed = 0;
+    for (let i = 0; i < BUCKETS; i++) {
+      arrived += this.arrived[i]!;
+      completed += this.counts[i]!;
+    }
+    return arrived >= MIN_PILE && arrived > PILE_UP * completed;
   }
 
   /**
@@ -251,6 +286,7 @@ export class Door {
       const i = (bucket - steps + k) % BUCKETS;
       this.counts[i] = 0;
       this.sums[i] = 0;
+      this.arrived[i] = 0;
     }
     this.bucket = bucket;
     let bestCount = 0;

@@ -704,6 +704,8 @@ export interface EventLoopStats {
   shedding: boolean;
   /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
   shed: number;
+  /** Requests the door let in whose response has not ended yet (0 with `eventLoop: false`). */
+  inFlight: number;
 }
 
 /** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
