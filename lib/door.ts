@@ -102,14 +102,14 @@ export class Door {
   /** Completions and their summed latency per bucket; `bucket` is the index (time / BUCKET_MS) being filled. */
   private readonly counts = new Float64Array(BUCKETS);
   private readonly sums = new Float64Array(BUCKETS);
-  /** Requests that came to the door per bucket, admitted or shed. */
+  /** Requests that came to the door per bucket, admitted or shed; whether requests were in flight in it. */
   private readonly arrived = new Float64Array(BUCKETS);
+  private readonly busy = new Uint8Array(BUCKETS);
   private bucket: number;
   /** Best completions per ms of the full buckets in the window, and the no-load latency; 0 and NaN when unknown. */
   private bestRate = 0;
-  /** Mean completions per ms of the full buckets in the window (those since the door was made, at first). */
+  /** Mean completions per ms of the full buckets in the window that had requests in flight. */
   private meanRate = 0;
-  private readonly firstBucket: number;
   private bestLatency = Number.NaN;
   /** The lowest mean latency of a bucket in this epoch and in the last, ms; since when this epoch runs. */
   private epochLatency = Number.NaN;
@@ -123,7 +123,7 @@ export class Door {
     private readonly loop: LoopSignal,
     now: number,
   ) {
-    this.bucket = this.firstBucket = Math.floor(now / BUCKET_MS);
+    this.bucket = Math.floor(now / BUCKET_MS);
     this.epochAt = now;
   }
 
@@ -218,7 +218,9 @@ export class Door {
     this.inFlight++;
     this.arrivals += now;
     this.roll(now);
-    this.arrived[this.bucket % BUCKETS]!++;
+    const i = this.bucket % BUCKETS;
+    this.arrived[i]!++;
+    this.busy[i] = 1;
   }
 
   /** A request admitted at `arrivedAt` ended (its response finished or closed) at `now`. */
@@ -229,6 +231,7 @@ export class Door {
     const i = this.bucket % BUCKETS;
     const latency = now - arrivedAt;
     this.counts[i]!++;
+    this.busy[i] = 1;
     this.sums[i]! += latency;
     const recent = this.recentLatency;
     this.recentLatency = recent === recent ? recent + 0.2 * (latency - recent) : latency;
@@ -267,9 +270,10 @@ export class Door {
   }
 
   /**
-   * The rate the requests in flight drain at, per ms: the mean of the full buckets of the window (not the best:
-   * the best of ten noisy buckets is an overestimate, and would let a queue longer than the budget in), or the
-   * bucket being filled if it does better (a load that is still rising).
+   * The rate the requests in flight drain at, per ms: the mean of the full buckets of the window that had
+   * requests in flight (an idle one says nothing of it; and not the best: the best of ten noisy buckets is an
+   * overestimate, and would let in a queue longer than the budget), or the bucket being filled if it does
+   * better (a load that is still rising).
    */
   private rateAt(now: number): number {
     const elapsed = now - this.bucket * BUCKET_MS;
@@ -287,13 +291,17 @@ export class Door {
       this.counts[i] = 0;
       this.sums[i] = 0;
       this.arrived[i] = 0;
+      // Requests still in flight when a bucket starts make it busy; an idle one says nothing of the rate.
+      this.busy[i] = this.inFlight > 0 ? 1 : 0;
     }
     this.bucket = bucket;
     let bestCount = 0;
     let total = 0;
+    let busy = 0;
     let bestLatency = Number.NaN;
     for (let i = 0; i < BUCKETS; i++) {
       if (i === bucket % BUCKETS) continue;
+      busy += this.busy[i]!;
       const count = this.counts[i]!;
       if (count === 0) continue;
       total += count;
@@ -302,7 +310,7 @@ export class Door {
       if (!(mean >= bestLatency)) bestLatency = mean;
     }
     this.bestRate = bestCount / BUCKET_MS;
-    this.meanRate = total / (Math.min(BUCKETS - 1, bucket - this.firstBucket) * BUCKET_MS);
+    this.meanRate = busy > 0 ? total / (busy * BUCKET_MS) : 0;
     // The best latency is the no-load one: the lowest of this epoch and the last. The window's own minimum
     // would follow an overload up (every bucket slow), let more in, and feed itself.
     if (now - this.epochAt >= LATENCY_EPOCH_MS) {
