@@ -72,7 +72,7 @@ const DYING_SLOT_MS = TERMINATE_GRACE_MS * 3;
 
 /**
  * The drain rate may fall this far below the one the queue was last judged with before the queued calls are
- * judged again (see {@link WorkerPool.rejudge}).
+ * judged again (`WorkerPool`'s `#rejudge`).
  */
 const REJUDGE_FALL = 0.75;
 
@@ -301,7 +301,7 @@ export class WorkerPool {
   }
 
   /**
-   * Ends a queued call that cannot finish before its deadline (admission dropped it, or {@link rejudge}):
+   * Ends a queued call that cannot finish before its deadline (admission dropped it, or `#rejudge`):
    * `OverloadedError`, 503, where waiting on would have been a 504.
    */
   shed(call: WorkerCall, detail: string): void {
@@ -310,7 +310,7 @@ export class WorkerPool {
     this.#scheduler.cancel(call.lane, call);
     this.#forgetLane(call.lane);
     this.#settle(call);
-    call.reject(new OverloadedError([call.options.task], `the worker call ${detail}`));
+    call.reject(new OverloadedError([call.options.task], `the worker call left the queue: ${detail}`));
   }
 
   /** Resolves once no call is queued or running (the threads stay up). */
@@ -467,7 +467,7 @@ export class WorkerPool {
     // A failure may be fast (a thrown error) or cut short (a crash): only a result is a service-time sample.
     if (!ok) call.startedAt = Number.NaN;
     this.#release(call, true);
-    this.rejudge();
+    this.#rejudge();
   }
 
   /**
@@ -477,7 +477,7 @@ export class WorkerPool {
    * judgement (O(queued) each time): in between, admission at submission and at dequeue hold. The order is the
    * submission order, close to the scheduler's (by request arrival); the estimate needs no more.
    */
-  rejudge(): void {
+  #rejudge(): void {
     const admission = this.#admission;
     const scheduler = this.#scheduler;
     if (admission === null || scheduler.queued === 0) return;
@@ -498,7 +498,7 @@ export class WorkerPool {
       if (!admission.canFinish(left - wait, call.method)) {
         this.shed(
           call,
-          `cannot finish in time: ${Math.round(wait)} ms expected wait for a thread, about ` +
+          `it cannot finish in time, ${Math.round(wait)} ms expected wait for a thread, about ` +
             `${Math.round(admission.serviceOf(call.method))} ms of work, ${Math.round(left)} ms left ` +
             `(${scheduler.running}/${scheduler.concurrency} threads busy, ${scheduler.queued}/${scheduler.maxQueue} queued)`,
         );
