@@ -1,7 +1,7 @@
 import createDebug from 'debug';
 import { performance } from 'node:perf_hooks';
 import { Admission, ADMISSION_DEFAULTS, type AdmissionSettings } from '../admission';
-import { OverloadedError, WorkerCrashedError, type WorkerScriptError } from '../errors';
+import { OverloadedError, WorkerArgumentsError, WorkerCrashedError, type WorkerScriptError } from '../errors';
 import { describe } from '../validate';
 import { Lane, Scheduler, type Job } from '../scheduler';
 import type { Transferable, WorkerStats } from '../types';
@@ -230,9 +230,7 @@ export class WorkerPool {
       }
       const problem = checkArgs(args, options.transfer);
       if (problem !== undefined) {
-        return reject(
-          new TypeError(`Task \`${task}\` cannot send its arguments to a worker thread: ${problem}`),
-        );
+        return reject(new WorkerArgumentsError(task, problem));
       }
 
       const lane = this.#laneOf(options);
