@@ -76,6 +76,13 @@ const DYING_SLOT_MS = TERMINATE_GRACE_MS * 3;
  */
 const REJUDGE_FALL = 0.75;
 
+/**
+ * Up to this many waiting calls, the queue is judged again whenever a call ends (a few comparisons each): a call
+ * that fell behind because the threads slowed down (CPU contention makes service times vary) is shed while that
+ * is still fast, not cut at its deadline. A longer queue is judged only when the drain rate falls.
+ */
+const REJUDGE_ALWAYS_UP_TO = 32;
+
 /** Internal seams, for tests: the clock (performance ms) and how threads are started. */
 export interface WorkerPoolSeams {
   now?: () => number;
@@ -471,9 +478,10 @@ export class WorkerPool {
   /**
    * Judges every queued call again against the drain rate measured now: one whose expected wait (the calls
    * before it, at that rate) leaves less than its method's service time before its deadline is shed now, not
-   * cut as a timeout later. Only when the rate is first known or has fallen by a quarter since the last
-   * judgement (O(queued) each time): in between, admission at submission and at dequeue hold. The order is the
-   * submission order, close to the scheduler's (by request arrival); the estimate needs no more.
+   * cut as a timeout later. O(queued): after every call while the queue is short, else only when the rate is
+   * first known or has fallen by a quarter since the last judgement; in between, admission at submission and
+   * at dequeue hold. The order is the submission order, close to the scheduler's (by request arrival); the
+   * estimate needs no more.
    */
   #rejudge(): void {
     const admission = this.#admission;
@@ -481,11 +489,9 @@ export class WorkerPool {
     if (admission === null || scheduler.queued === 0) return;
     const rate = admission.drainPerMs(scheduler.limit);
     if (!(rate > 0)) return;
-    if (rate >= REJUDGE_FALL * this.#judgedRate) {
-      if (rate > this.#judgedRate) this.#judgedRate = rate;
-      return;
-    }
-    this.#judgedRate = rate;
+    const fell = !(rate >= REJUDGE_FALL * this.#judgedRate);
+    if (fell || rate > this.#judgedRate) this.#judgedRate = rate;
+    if (!fell && scheduler.queued > REJUDGE_ALWAYS_UP_TO) return;
     const now = this.#now();
     let ahead = 0;
     for (const call of [...this.#calls]) {
