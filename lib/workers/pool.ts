@@ -146,9 +146,9 @@ class WorkerCall implements Job {
  * Admission is the IO queue's ({@link Admission}, with the middleware's `admission` settings): a call that
  * cannot finish by its deadline is shed at once (503), not left to wait for a 504. It reads the threads' drain
  * rate and each method's service time, measured from when a thread begins a call (a thread's start-up is not
- * service time). Before anything is measured only `maxQueueSize` bounds the queue; once the first call ends,
- * and whenever the drain rate falls by a quarter, the queued calls are judged again (a first burst queued
- * blind gets fast 503s for the calls that cannot make it, not 504s).
+ * service time). Before anything is measured only `maxQueueSize` bounds the queue. The queued calls are judged
+ * again when a call ends (see {@link REJUDGE_ALWAYS_UP_TO}): a first burst queued blind, or a call that fell
+ * behind a slow one, gets a fast 503 for what cannot make it, not a 504.
  */
 export class WorkerPool {
   readonly #options: ResolvedWorkerOptions;
