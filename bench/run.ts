@@ -14,6 +14,7 @@ import { renderTraceSvg } from './report/trace-svg';
 import { blockingScenario } from './scenarios/blocking';
 import { mixedScenario } from './scenarios/mixed';
 import { heavyTailScenario } from './scenarios/heavy-tail';
+import { hotPathScenario } from './scenarios/hot-path';
 import { tailScenario } from './scenarios/tail';
 import { overheadScenario } from './scenarios/overhead';
 import { overloadScenario } from './scenarios/overload';
@@ -32,6 +33,7 @@ const SCENARIOS = [
   'mixed',
   'tail',
   ...PRESSURE_SCENARIOS,
+  'hot-path',
 ] as const;
 type ScenarioId = (typeof SCENARIOS)[number];
 
@@ -118,6 +120,7 @@ async function main(): Promise<number> {
     ['mixed', '6. Mixed IO and CPU', () => mixedScenario(plan, env)],
     ['tail', '7. Winning the tail back', () => tailScenario(plan, env)],
     ...pressureSteps(plan, env),
+    ['hot-path', '8. Hot path and cost growth (no HTTP)', () => hotPathScenario(plan, env)],
   ];
   for (const [id, title, run] of steps) {
     if (!args.only.has(id)) continue;
