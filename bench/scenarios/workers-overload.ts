@@ -23,6 +23,7 @@ import {
   traceLines,
   windowRate,
   withBeforeTwins,
+  fullRounds,
 } from './pressure';
 import type { ChartRow, Environment, ScenarioResult, Table, Target, VariantRun } from './types';
 import { load } from './variant';
@@ -30,7 +31,7 @@ import { load } from './variant';
 export async function workersOverloadScenario(plan: Plan, env: Environment): Promise<ScenarioResult> {
   const p = plan.quick
     ? { rounds: 1, warmupS: 1, durationS: 3, capacityS: 2 }
-    : { rounds: 3, warmupS: 2, durationS: 6, capacityS: 4 };
+    : { rounds: fullRounds(), warmupS: 2, durationS: 6, capacityS: 4 };
   const { budgetMs } = workersOverload;
   const runs: VariantRun[] = (['defaults', 'tuned-queue-4'] as const).map((id) => ({
     id,
