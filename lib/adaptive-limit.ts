@@ -1,4 +1,4 @@
-import { describe, integer, rejectUnknown } from './options';
+import { describe, integer, rejectUnknown } from './validate';
 import { LatencyWindow } from './latency';
 
 /** Settings of {@link AdaptiveLimit}, every default applied (see `AdaptiveConcurrency` in types.ts). */

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { FanoutError } from './errors';
-import { describe, MAX_TIMER_MS } from './options';
+import { describe, MAX_TIMER_MS } from './validate';
 import { Scope } from './scope';
 
 /**

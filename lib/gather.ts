@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ClientClosedError, isInstance } from './errors';
-import { describe, integer, rejectUnknown } from './options';
+import { describe, integer, rejectUnknown } from './validate';
 import { parseTasks } from './task-def';
 import type { CheckedTasks, Results, Tasks } from './types';
 

@@ -7,7 +7,7 @@ import { parseBudgetHeader } from './budget-header';
 import { Call, round, type CallHost, type Mode } from './call';
 import { clear, epochOf, remaining, timerAt } from './deadline';
 import { BudgetExceededError, ClientClosedError, FanoutError, list, quietly } from './errors';
-import { describe, integer, rejectUnknown } from './options';
+import { describe, integer, rejectUnknown } from './validate';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { MAX_BYTES, serverTimingOf } from './observe/server-timing';

@@ -1,6 +1,6 @@
 import { quote } from './errors';
 import { limitedRun } from './fleet-limit';
-import { describe, didYouMean, integer, rejectUnknown } from './options';
+import { describe, didYouMean, integer, rejectUnknown } from './validate';
 import type { TaskFn } from './types';
 
 /** A validated task definition. Internal. */

@@ -1,7 +1,6 @@
 import { basename, dirname, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { WorkerScriptError } from '../errors';
-import { didYouMean } from '../options';
 import { LOAD_FAILURE } from './bootstrap';
 
 const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {
@@ -59,13 +58,10 @@ export class ScriptErrors {
     );
   }
 
-  /** `methods`: the names the script registers, when known, for a "did you mean". */
-  unknownMethod(task: string, method: string, methods?: readonly string[]): WorkerScriptError {
-    const guess = methods && didYouMean(method, methods);
+  unknownMethod(task: string, method: string): WorkerScriptError {
     return new WorkerScriptError(
       `Task \`${task}\` calls \`${method}\`, which the worker script \`${this.name}\` does not register ` +
-        'with workerpool.worker({ ... })' +
-        (guess ? `. Did you mean \`${guess}\`?` : ''),
+        'with workerpool.worker({ ... })',
       undefined,
       [task],
     );

@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, integer, isPlainObject, rejectUnknown } from '../options';
+import { describe, integer, isPlainObject, rejectUnknown } from '../validate';
 import type { WorkerOptions, WorkerResourceLimits as ResourceLimits } from '../types';
 import { cloneProblem } from './clone-check';
 

@@ -1,7 +1,7 @@
 import createDebug from 'debug';
 import { performance } from 'node:perf_hooks';
 import { OverloadedError, WorkerArgumentsError, WorkerCrashedError, type WorkerScriptError } from '../errors';
-import { describe } from '../options';
+import { describe } from '../validate';
 import { Lane, Scheduler, type Job } from '../scheduler';
 import type { Transferable, WorkerStats } from '../types';
 import { watchAbort } from './abort-watch';
