@@ -60,15 +60,21 @@ const CONSUMER = `import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import {
   BudgetExceededError,
+  CallTooLargeError,
   ClientClosedError,
+  DownstreamError,
   FanoutError,
   OverloadedError,
   SiblingFailedError,
   TaskFailedError,
+  TaskSkippedError,
+  WorkerArgumentsError,
   WorkerCrashedError,
   WorkerScriptError,
+  budget,
   fanout,
   gather,
+  parseServerTiming,
   type CallOptions,
   type FanoutMiddleware,
   type FanoutOptions,
@@ -77,9 +83,15 @@ import {
   type TaskContext,
   type TaskEvent,
   type TaskTiming,
+  type ServerTimings,
   type Transferable,
   type WorkerResourceLimits,
 } from 'express-fanout';
+
+// Every error class of the Errors table imports.
+export const exported = [CallTooLargeError, DownstreamError, TaskSkippedError, WorkerArgumentsError].map((c) => c.name);
+// @ts-expect-error a task is a function or { run }: "task \`a\` must be a function or { run }"
+export const notATask = () => gather({ a: 5 });
 
 declare module 'express-fanout' {
   interface WorkerMethods {
@@ -131,6 +143,10 @@ export function createApp(): { app: Express; fo: FanoutMiddleware } {
       const u: number | string = c;
       // @ts-expect-error c may be the fallback string
       const wrong: number = c;
+      if (req.query['never'] !== undefined) {
+        // @ts-expect-error a misspelt task option (timeoutMs) does not compile
+        await req.fanout.all({ a: { run: () => 1, timeoutMS: 5 } });
+      }
       res.json({ n, s, u, wrong, inBudget: req.fanout.remainingMs() > 0 && req.fanout.deadline > Date.now() });
     } catch (error) {
       next(error);
@@ -143,6 +159,10 @@ export function createApp(): { app: Express; fo: FanoutMiddleware } {
     const y: number | undefined = out.y.value;
     const timings: TaskTiming[] = req.fanout.timings();
     res.json({ x: x.status, xv: x.value, y: out.y.status, yv: y, timings: timings.map((t) => t.name + ':' + t.status) });
+  });
+
+  app.get('/budget', budget(3000), (req, res) => {
+    res.json({ long: req.fanout.remainingMs() > 2000 });
   });
 
   app.get('/run', async (req, res) => {
@@ -189,15 +209,18 @@ export async function main(): Promise<void> {
   const address = server.address();
   const base = 'http://127.0.0.1:' + (typeof address === 'object' && address ? address.port : 0);
   const answers: Record<string, unknown> = {};
-  for (const path of ['/gather', '/mapped', '/all', '/settle', '/run', '/worker', '/fail']) {
+  let timing: ServerTimings = {};
+  for (const path of ['/gather', '/mapped', '/all', '/settle', '/budget', '/run', '/worker', '/fail']) {
     const res = await fetch(base + path);
+    if (path === '/all') timing = parseServerTiming(res);
     answers[path] = { status: res.status, body: await res.json() };
   }
   const stats: FanoutStats = fo.stats();
   await new Promise((resolve) => server.close(resolve));
   await fo.close();
   const settled = stats.completed + stats.failed;
-  console.log(JSON.stringify({ answers, settled, events: events.length, typo: typo() }));
+  const read = { c: timing['c']?.outcome, a: timing['a']?.outcome, total: (timing['total']?.ms ?? -1) >= 0 };
+  console.log(JSON.stringify({ answers, settled, events: events.length, typo: typo(), exported, timing: read }));
 }
 `;
 
@@ -211,6 +234,7 @@ const EXPECTED = {
       status: 200,
       body: { x: 'fulfilled', xv: 'x', y: 'rejected', yv: 0, timings: ['x:fulfilled', 'y:rejected'] },
     },
+    '/budget': { status: 200, body: { long: true } },
     '/run': { status: 200, body: { positive: true, aborted: false } },
     '/worker': { status: 200, body: { f: 6765, total: 10, moved: true, typed: 55 } },
     '/fail': { status: 502, body: { kind: 'TaskFailedError', status: 502, expose: false, tasks: ['down'] } },
@@ -218,6 +242,8 @@ const EXPECTED = {
   settled: 13,
   events: 13,
   typo: 'Unknown option `budgetMS`. Did you mean `budgetMs`?',
+  exported: ['CallTooLargeError', 'DownstreamError', 'TaskSkippedError', 'WorkerArgumentsError'],
+  timing: { c: 'fallback', a: 'fulfilled', total: true },
 };
 
 const WORKER = `const workerpool = require('workerpool');
