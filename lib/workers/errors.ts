@@ -1,6 +1,7 @@
 import { basename, dirname, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { WorkerScriptError } from '../errors';
+import { didYouMean } from '../validate';
 import { LOAD_FAILURE } from './bootstrap';
 
 const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {
@@ -58,10 +59,13 @@ export class ScriptErrors {
     );
   }
 
-  unknownMethod(task: string, method: string): WorkerScriptError {
+  /** `methods`: the names the script registers, when known, for a "did you mean". */
+  unknownMethod(task: string, method: string, methods?: readonly string[]): WorkerScriptError {
+    const guess = methods && didYouMean(method, methods);
     return new WorkerScriptError(
       `Task \`${task}\` calls \`${method}\`, which the worker script \`${this.name}\` does not register ` +
-        'with workerpool.worker({ ... })',
+        'with workerpool.worker({ ... })' +
+        (guess ? `. Did you mean \`${guess}\`?` : ''),
       undefined,
       [task],
     );
