@@ -7,7 +7,8 @@
 //   `commonjs` + `node10` resolution with and without `esModuleInterop`, the latter written with
 //   `import express = require('express')`) and as an ES module (`"type": "module"`, `module: nodenext`), with
 //   TypeScript 5.9 (the repo's) and TypeScript 7 (installed in the scratch project; it has no `node10`
-//   resolution and no `esModuleInterop: false`, so it compiles the node16 and nodenext projects), against the
+//   resolution and no `esModuleInterop: false`, so it compiles the node16, nodenext and `module: commonjs`
+//   projects), against the
 //   oldest supported `@types/node` and the newest, each with `@types/express` 4 and 5. The oldest is the newest
 //   20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with `skipLibCheck: false` (their
 //   `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package uses them. With
@@ -289,6 +290,8 @@ const PROJECTS = [
     emit: false,
     ts: ['5.9'],
   },
+  // TypeScript 7's way to a CommonJS build without node16: `module: commonjs` and its default resolution.
+  { dir: 'cjs-commonjs', type: 'commonjs', module: 'commonjs', emit: false, ts: [7] },
   {
     dir: 'cjs-node10-no-interop',
     type: 'commonjs',
