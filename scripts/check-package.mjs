@@ -9,8 +9,9 @@
 //   TypeScript 5.9 (the repo's) and TypeScript 7 (installed in the scratch project; it has no `node10`
 //   resolution and no `esModuleInterop: false`, so it compiles the node16, nodenext and `module: commonjs`
 //   projects), against the oldest supported `@types/node` and the newest, each with `@types/express` 4 and 5.
-//   The oldest is the newest 20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with `skipLibCheck: false` (their
-//   `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package uses them. With
+//   The oldest is the newest 20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with
+//   `skipLibCheck: false` (their `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package
+//   uses them. With
 //   `skipLibCheck: false` every declaration file the consumer reaches is checked, ours and our imports of
 //   `node:*` types included (`@types/node` 26 dropped `TransferListItem`, which the shipped types once imported;
 //   a default import of `node:http` once failed every consumer without `esModuleInterop`);
