@@ -776,7 +776,15 @@ export interface FanoutMiddleware {
     res: import('express').Response,
     next: import('express').NextFunction,
   ): void;
-  /** Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers. */
+  /**
+   * Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers.
+   *
+   * With fake timers (jest's, sinon's): the deadline and grace timers of a request are the clock's that was
+   * installed when they were set. Close the middleware while that fake clock still runs, and advance it past
+   * `graceMs` (`const closed = fo.close(); await jest.advanceTimersByTimeAsync(graceMs); await closed;`), then
+   * switch back to real timers. After `jest.useRealTimers()`, a task that ignored its abort signal is
+   * written off by a fake timer that no longer runs, so `close()` would wait for it until the test times out.
+   */
   close(): Promise<void>;
   stats(): FanoutStats;
   /**

@@ -176,6 +176,8 @@ export class WorkerPool {
   #closed = false;
   #closing: Promise<void> | null = null;
   #broken: WorkerScriptError | null = null;
+  /** The methods the script registers, asked once, the first time a call names one it lacks. */
+  #methods: Promise<readonly string[] | undefined> | null = null;
   /** Terminations of thread pools given up (broken script), awaited by `close()`. */
   readonly #ending: Promise<void>[] = [];
   #drainWaiters: (() => void)[] = [];
@@ -466,6 +468,15 @@ export class WorkerPool {
       return;
     }
     this.#settle(call);
+    if (!ok && this.#threads && classify(valueOrError, call.method).kind === 'unknownMethod') {
+      // A method the script lacks: the error says "did you mean", from the names the script registers. The call
+      // keeps its slot meanwhile, so the thread that just answered is free for workerpool's `methods` call.
+      void this.#methodNames().then((names) => {
+        call.reject(this.#errors.unknownMethod(call.options.task, call.method, names));
+        this.#release(call);
+      });
+      return;
+    }
     // The outcome first: a broken script must drop the queued calls before the freed slot could start one.
     if (ok) call.resolve(valueOrError);
     else call.reject(this.#failure(valueOrError, call.options.task, call.method));
@@ -508,6 +519,25 @@ export class WorkerPool {
         );
       } else ahead++;
     }
+  }
+
+  /** The script's method names (workerpool's built-in `methods`, less its own), or `undefined` if unknown. */
+  #methodNames(): Promise<readonly string[] | undefined> {
+    if (this.#methods) return this.#methods;
+    let asked: Promise<unknown>;
+    try {
+      asked = this.#threads!.run('methods', [], undefined).result;
+    } catch {
+      asked = Promise.resolve(undefined);
+    }
+    this.#methods = asked.then(
+      (names) =>
+        Array.isArray(names)
+          ? names.filter((n): n is string => typeof n === 'string' && n !== 'methods' && n !== 'run')
+          : undefined,
+      () => undefined,
+    );
+    return this.#methods;
   }
 
   /** Rejects every queued call with `error(task)`. */
