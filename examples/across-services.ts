@@ -1,5 +1,6 @@
 // A service in a chain: it calls the next one with ctx.fetch(), which sends the budget left minus the
-// propagation margin, passes the attempt's signal, and maps the callee's 504/503/5xx onto timeout/shed/failure.
+// propagation margin (a few ms, plus the transit it learned for each callee), passes the attempt's signal, and
+// maps the callee's 504/503/5xx onto timeout/shed/failure.
 // Payments take at most 100 concurrent calls from the whole fleet: a limit counted on Redis (REDIS_URL; without
 // it, in this process only). CART_URL and PAYMENTS_URL name the services it calls.
 import type { AddressInfo } from 'node:net';
@@ -14,8 +15,6 @@ const store = redisUrl ? new RedisLimitStore({ client: new Redis(redisUrl) }) : 
 
 export const fo = fanout({
   budgetMs: 800,
-  // 30 ms between services each way: the margin must hold the answer's way back and some work.
-  propagationMarginMs: { ms: 80, ratio: 0.05 },
   limits: { payments: { concurrency: 100, store } },
 });
 

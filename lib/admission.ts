@@ -1,4 +1,4 @@
-import { describe, integer, rejectUnknown } from './options';
+import { describe, integer, rejectUnknown } from './validate';
 import { DecayingRate, Ewma } from './latency';
 
 /** Settings of {@link Admission}, every default applied (see `AdmissionOptions` in types.ts). */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
 import { remaining } from './deadline';
-import { describe, integer, isPlainObject, rejectUnknown } from './options';
+import { describe, integer, isPlainObject, rejectUnknown } from './validate';
 import { MemoryLimitStore } from './stores/memory';
 import type { LimitOptions, LimitStore, TaskContext, TaskFn } from './types';
 

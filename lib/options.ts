@@ -1,9 +1,14 @@
 import { resolveConcurrency, type AdaptiveLimitSettings } from './adaptive-limit';
 import { resolveAdmission, type AdmissionSettings } from './admission';
+import { resolveDoor, type DoorSettings } from './door';
 import { resolveLimits, type ResolvedLimits } from './fleet-limit';
 import type { BudgetSettings } from './token-bucket';
 import type { BudgetOptions, FanoutOptions, TaskEvent } from './types';
+import { describe, integer, isPlainObject, rejectUnknown } from './validate';
 import { resolveWorkerOptions, type ResolvedWorkerOptions } from './workers/options';
+
+// The validators moved to validate.ts; re-exported for code that still imports them from here.
+export { describe, didYouMean, integer, isPlainObject, MAX_TIMER_MS, rejectUnknown } from './validate';
 
 /** Options after validation, with every default applied. Internal. */
 export interface ResolvedOptions {
@@ -19,6 +24,8 @@ export interface ResolvedOptions {
   maxQueue: number;
   /** Expected-wait admission and CoDel, or `false` (only `maxQueue` bounds the queue). */
   admission: AdmissionSettings | false;
+  /** The process's door (door.ts), or `false`. */
+  eventLoop: DoorSettings | false;
   graceMs: number;
   fallbackMs: number;
   /** `false`, or which tasks get an entry (`include` null: all). */
@@ -42,9 +49,6 @@ export const RETRY_BUDGET_DEFAULTS: BudgetSettings = { ratio: 0.2, minPerSecond:
 /** Hedges: 5 % of first attempts over 10 s, plus 1 a second. */
 export const HEDGE_BUDGET_DEFAULTS: BudgetSettings = { ratio: 0.05, minPerSecond: 1, windowMs: 10_000 };
 
-/** setTimeout fires at once above this; no budget or timeout may exceed it. */
-export const MAX_TIMER_MS = 2_147_483_647;
-
 const KNOWN: readonly (keyof FanoutOptions)[] = [
   'budgetMs',
   'maxBudgetMs',
@@ -53,6 +57,7 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'perRequest',
   'maxQueue',
   'admission',
+  'eventLoop',
   'graceMs',
   'fallbackMs',
   'serverTiming',
@@ -63,73 +68,6 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'propagationMarginMs',
   'limits',
 ];
-
-export function describe(value: unknown): string {
-  let shown: string;
-  try {
-    shown = typeof value === 'function' ? `[Function ${value.name || 'anonymous'}]` : String(value);
-  } catch {
-    shown = Object.prototype.toString.call(value);
-  }
-  return `\`${shown}\` (${value === null ? 'null' : typeof value})`;
-}
-
-/** Throws ``Expected `name` to be an integer >= min, got `value` (type)``; returns the value otherwise. */
-export function integer(name: string, value: unknown, min: number, max = MAX_TIMER_MS): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
-    throw new TypeError(`Expected \`${name}\` to be an integer ${range}, got ${describe(value)}`);
-  }
-  return value;
-}
-
-/** The closest of `candidates` to `word`, if it is close enough to be a likely typo. */
-export function didYouMean(word: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
-  for (const candidate of candidates) {
-    const d = distance(word.toLowerCase(), candidate.toLowerCase());
-    if (d < bestDistance) {
-      best = candidate;
-      bestDistance = d;
-    }
-  }
-  return best;
-}
-
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let previous = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
-      previous = current;
-    }
-  }
-  return row[b.length]!;
-}
-
-/** Throws on a key that is not in `known`, suggesting the closest one. */
-export function rejectUnknown(object: object, known: readonly string[], prefix = ''): void {
-  for (const key of Object.keys(object)) {
-    if (known.includes(key)) continue;
-    const guess = didYouMean(key, known);
-    throw new TypeError(
-      `Unknown option \`${prefix}${key}\`.` +
-        (guess
-          ? ` Did you mean \`${prefix}${guess}\`?`
-          : ` Known options: ${known.map((k) => `\`${prefix}${k}\``).join(', ')}`),
-    );
-  }
-}
-
-export function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null) return false;
-  const proto: unknown = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 /** Validates `fanout()`'s options once, at factory time. */
 export function resolveOptions(input: unknown): ResolvedOptions {
@@ -189,6 +127,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     perRequest,
     maxQueue,
     admission,
+    eventLoop: resolveDoor(o.eventLoop),
     graceMs,
     fallbackMs,
     serverTiming,

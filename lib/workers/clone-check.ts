@@ -1,7 +1,7 @@
 import { types } from 'node:util';
 import { ReadableStream, TransformStream, WritableStream } from 'node:stream/web';
 import * as threads from 'node:worker_threads';
-import { describe } from '../options';
+import { describe } from '../validate';
 
 /**
  * Why `args` (with `transfer`) cannot be posted to a thread, or `undefined` if they can. a call is
