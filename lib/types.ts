@@ -47,12 +47,15 @@ export interface FanoutOptions {
    */
   budgetHeader?: string | false;
   /**
-   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed), `'adaptive'`,
-   * or `{ adaptive: { min, max, … } }`. Adaptive, the limit is found from the tasks' latency (a gradient
-   * controller, as Netflix's Gradient2 and Envoy's): it grows while latency stays at its no-load level and
-   * shrinks when the downstream starts queueing (latency grows with every call over its capacity), so the
-   * queue stays here, where the budget can shed it, not inside the downstream. `stats().limit` shows it.
-   * @default 'adaptive' (min 4, max 1024, starting at 32)
+   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed, one limit for
+   * every task), `'adaptive'`, or `{ adaptive: { min, max, … } }`. Adaptive, each dependency (a task's
+   * `dependency`, else its name) has a bulkhead: its own limit, found from its tasks' latency (a gradient
+   * controller, as Netflix's Gradient2 and Envoy's), and its own admission. A limit grows while latency stays
+   * at its no-load level and shrinks when the dependency starts queueing (latency grows with every call over
+   * its capacity), so the queue stays here, where the budget can shed it, not inside the dependency; the event
+   * loop's own delay is taken out of the latency, so a busy loop does not shrink it. `max` stays the
+   * process-wide ceiling. `stats().limit` shows their sum, `stats().dependencies` each.
+   * @default 'adaptive' (min 4, max 4096, starting at 32)
    */
   concurrency?: number | 'adaptive' | { adaptive: AdaptiveConcurrency | true };
   /**
@@ -208,7 +211,7 @@ export interface RetryOptions {
 export interface AdaptiveConcurrency {
   /** Lowest limit. Integer >= 1. @default 4 */
   min?: number;
-  /** Highest limit. Integer >= min. @default 1024 */
+  /** Highest limit of a dependency, and the process-wide ceiling. Integer >= min. @default 4096 */
   max?: number;
   /** Limit before any latency was measured. Integer in [min, max]. @default 32 */
   initial?: number;
@@ -487,6 +490,15 @@ export interface TaskSpec<T = unknown> {
    */
   limit?: string;
   /**
+   * The dependency this task calls, for its bulkhead: with the adaptive `concurrency` (the default), each
+   * dependency has its own adaptive limit and admission, so a saturated one queues and sheds only its own
+   * tasks. Tasks naming the same dependency share one (`'inventory'` for `getStock` and `reserve`). A non-empty
+   * string of at most 128 characters. At most 256 dependencies are tracked per middleware; later ones share one
+   * bulkhead, reported as `'(other)'`. With a fixed `concurrency`, every task shares the one limit.
+   * @default the task's name
+   */
+  dependency?: string;
+  /**
    * For a task with a `fallback`: when the name's recent p95 (from 20 samples on) exceeds the time left,
    * take the fallback at once without a slot (status `'skipped'`).
    * @default true
@@ -667,7 +679,10 @@ export interface FanoutStats {
   running: number;
   /** Tasks waiting for a slot. */
   queued: number;
-  /** The process-wide limit now: `concurrency`, or the one the adaptive limit found. */
+  /**
+   * The process-wide limit now: `concurrency`, or with the adaptive limit the sum of the dependencies' limits
+   * (at most its `max`).
+   */
   limit: number;
   /** Counters since the middleware was created. */
   completed: number;
@@ -689,6 +704,12 @@ export interface FanoutStats {
   /** Fleet-limit permits taken, and attempts that ran on the local bound because the store failed (Redis down). */
   limitAcquired: number;
   limitFailOpen: number;
+  /**
+   * Per dependency (a task's `dependency`, else its name), with the adaptive `concurrency`: its limit, tasks
+   * holding a slot, waiting, and shed. `running`, `queued` and `shed` above are the totals. At most 256
+   * dependencies, then one `'(other)'`; empty with a fixed `concurrency` (one limit for all).
+   */
+  dependencies: Record<string, DependencyStats>;
   workers: WorkerStats;
   /**
    * The transit learned per callee origin (`http://host:port`) by `ctx.fetch()`: the learned part of the
@@ -717,6 +738,14 @@ export interface EventLoopStats {
   /** The door is turning requests away: it shed one within the last `eventLoop.intervalMs`. */
   shedding: boolean;
   /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
+  shed: number;
+}
+
+/** `stats().dependencies[name]`: one dependency's bulkhead. */
+export interface DependencyStats {
+  limit: number;
+  running: number;
+  queued: number;
   shed: number;
 }
 
