@@ -10,6 +10,7 @@ import {
   quote,
   SiblingFailedError,
   TaskFailedError,
+  WorkerArgumentsError,
   WorkerScriptError,
 } from './errors';
 import { clear, timerIn } from './deadline';
@@ -338,7 +339,7 @@ function failureOf(task: TaskRun): FanoutError {
     // The package's own verdict on this task passes through (a crashed worker, a broken worker script: 500);
     // anything else the task threw is a failed dependency, 502, with the original in `cause`.
     if (isInstance(error, TaskFailedError) && error.tasks[0] === task.name) return error;
-    if (isInstance(error, WorkerScriptError)) return error;
+    if (isInstance(error, WorkerScriptError) || isInstance(error, WorkerArgumentsError)) return error;
     return new TaskFailedError(task.name, error);
   }
   return isInstance(error, FanoutError) ? error : new TaskFailedError(task.name, error);

@@ -2,6 +2,13 @@ export { fanout } from './middleware';
 export { gather, type GatherOptions } from './gather';
 export { budget } from './budget';
 export {
+  parseServerTiming,
+  type ServerTimingEntry,
+  type ServerTimingOutcome,
+  type ServerTimings,
+  type ServerTimingSource,
+} from './testing';
+export {
   FanoutError,
   BudgetExceededError,
   TaskFailedError,
@@ -12,6 +19,7 @@ export {
   SiblingFailedError,
   WorkerCrashedError,
   WorkerScriptError,
+  WorkerArgumentsError,
 } from './errors';
 export { DownstreamError } from './fetch';
 export { drainable, type Drainable } from './drain';
@@ -21,6 +29,8 @@ export type {
   FanoutOptions,
   AdaptiveConcurrency,
   AdmissionOptions,
+  EventLoopOptions,
+  EventLoopStats,
   BudgetOptions,
   LimitOptions,
   LimitStore,
@@ -30,6 +40,7 @@ export type {
   Fanout,
   FanoutStats,
   WorkerStats,
+  TransitEstimate,
   CallOptions,
   Task,
   TaskFn,

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { AdaptiveLimit } from './adaptive-limit';
 import type { Admission as AdmissionPolicy } from './admission';
+import type { LoopMonitor } from './loop-monitor';
 
 /**
  * The bounded queue shared by every request of one middleware instance.
@@ -39,6 +40,8 @@ export interface Job {
   readonly name?: string;
   /** Set by the scheduler when the job gets its slot, for the latency samples; `NaN` skips its sample. */
   startedAt?: number;
+  /** The loop monitor's cumulative delay when the job got its slot (set by the scheduler when it has one). */
+  loopAt?: number;
   /** Ends a queued job that will not be started (it can no longer finish); it leaves through {@link Scheduler.cancel}. */
   drop?(detail: string): void;
   /** A job that needs no slot here: started at once and never counted (a task that only calls a worker). */
@@ -70,6 +73,8 @@ export type Admission = 'started' | 'queued' | 'shed';
 export interface SchedulerPolicy {
   admission?: AdmissionPolicy;
   adaptive?: AdaptiveLimit;
+  /** The event loop's delay, taken out of the adaptive limit's latency samples (adaptive-limit.ts). */
+  loop?: LoopMonitor;
   /** The clock, performance ms (a fake one in tests). */
   now?: () => number;
 }
@@ -94,6 +99,7 @@ export class Scheduler {
   ) {
     this.admission = policy.admission ?? null;
     this.adaptive = policy.adaptive ?? null;
+    this.loop = this.adaptive === null ? null : (policy.loop ?? null);
     this.now = policy.now ?? performance.now.bind(performance);
     this.timed = this.admission !== null || this.adaptive !== null;
     this.limit = this.adaptive ? Math.min(concurrency, this.adaptive.limit) : concurrency;
@@ -101,6 +107,7 @@ export class Scheduler {
 
   private readonly admission: AdmissionPolicy | null;
   private readonly adaptive: AdaptiveLimit | null;
+  private readonly loop: LoopMonitor | null;
   private readonly now: () => number;
   /** Slots are timed (admission or an adaptive limit): the job's start is noted and its release sampled. */
   private readonly timed: boolean;
@@ -118,7 +125,7 @@ export class Scheduler {
     if (lane.running < this.perRequest && this.running < this.limit && this.heap.length === 0) {
       this.running++;
       lane.running++;
-      if (this.timed) job.startedAt = job.submittedAt ?? this.now();
+      if (this.timed) this.stamp(job, job.submittedAt ?? this.now());
       job.start();
       return 'started';
     }
@@ -172,7 +179,7 @@ export class Scheduler {
     if (this.heap.length !== 0 || lane.waiting !== 0) return false;
     this.running++;
     lane.running++;
-    if (this.timed) job.startedAt = this.now();
+    if (this.timed) this.stamp(job, this.now());
     job.start();
     return true;
   }
@@ -258,7 +265,7 @@ export class Scheduler {
     const inFlight = this.running;
     this.running--;
     lane.running--;
-    if (this.timed && job?.startedAt !== undefined) this.sample(job.startedAt, inFlight, job.name);
+    if (this.timed && job?.startedAt !== undefined) this.sample(job, job.startedAt, inFlight);
     if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
     this.drain();
     this.notifyIfIdle();
@@ -295,13 +302,22 @@ export class Scheduler {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** The job gets its slot at `now`: noted for its latency sample. */
+  private stamp(job: Job, now: number): void {
+    job.startedAt = now;
+    if (this.loop !== null) job.loopAt = this.loop.delayTotalMs(now);
+  }
+
   /** A slot held since `startedAt` was freed: feeds the drain rate, the service time and the adaptive limit. */
-  private sample(startedAt: number, inFlight: number, name: string | undefined): void {
+  private sample(job: Job, startedAt: number, inFlight: number): void {
     const now = this.now();
     const held = now - startedAt; // NaN for a job that lent its slot meanwhile: not a sample of the downstream
-    this.admission?.released(now, held, this.queued > 0, name);
+    this.admission?.released(now, held, this.queued > 0, job.name);
     const adaptive = this.adaptive;
-    if (adaptive !== null && held >= 0 && adaptive.sample(now, held, inFlight)) {
+    if (adaptive === null || !(held >= 0)) return;
+    const loop = this.loop;
+    const loopMs = loop === null || job.loopAt === undefined ? 0 : loop.delayTotalMs(now) - job.loopAt;
+    if (adaptive.sample(now, held, inFlight, loopMs > 0 ? loopMs : 0)) {
       this.limit = Math.min(this.concurrency, adaptive.limit);
     }
   }
@@ -331,7 +347,7 @@ export class Scheduler {
       this.running++;
       lane.running++;
       if (lane.waiting === 0 || lane.running >= this.perRequest) this.remove(lane.heapIndex);
-      if (this.timed) job.startedAt = now;
+      if (this.timed) this.stamp(job, now);
       job.start();
     }
     if (this.queued === 0) admission?.emptied(now);

@@ -12,6 +12,7 @@ import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { MAX_BYTES, serverTimingOf } from './observe/server-timing';
 import { parseTasks } from './task-def';
+import { originArgument } from './transit';
 import { workerOnly, type TaskRun } from './task';
 import type {
   CallOptions,
@@ -132,21 +133,25 @@ export class Scope implements Fanout, CallHost {
     }));
   }
 
-  headers(): Record<string, string> {
+  headers(url?: string | URL): Record<string, string> {
+    const origin = originArgument(url);
     this.activate();
-    return this.outboundHeaders(this.deadlineAt);
+    return this.outboundHeaders(this.deadlineAt, origin);
   }
 
   /**
    * The budget header for outbound calls: the time left minus the propagation margin, so that the callee's
    * deadline (counted from when it sees the request, a transit later) falls before ours with room for its
-   * answer's way back. Never 0, which the receiver would ignore.
+   * answer's way back: the fixed part, plus the transit learned for the callee's `origin` when it is known.
+   * Never 0, which the receiver would ignore.
    */
-  outboundHeaders(deadline: number): Record<string, string> {
+  outboundHeaders(deadline: number, origin?: string): Record<string, string> {
     const { budgetHeader: header, propagationMargin: margin } = this.runtime.options;
     if (!header) return {};
-    const left = deadline - performance.now();
-    return { [header]: String(Math.max(1, Math.floor(left - margin.ms - left * margin.ratio))) };
+    const now = performance.now();
+    const left = deadline - now;
+    const learned = origin === undefined ? 0 : this.runtime.transits.marginMs(origin, now);
+    return { [header]: String(Math.max(1, Math.floor(left - margin.ms - left * margin.ratio - learned))) };
   }
 
   /** The client left before the response: whatever a call still gives, nobody will read it. */

@@ -29,7 +29,7 @@ export interface RequestHost {
   readonly over: boolean;
   /** How a task submitted now must end at once because the request is over, if it is. */
   ending(name: string): { status: TaskStatus; error: FanoutError } | undefined;
-  outboundHeaders(deadline: number): Record<string, string>;
+  outboundHeaders(deadline: number, origin?: string): Record<string, string>;
 }
 
 /** What a task needs from its call (call.ts has it). */

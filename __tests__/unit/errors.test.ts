@@ -135,6 +135,7 @@ describe('errors', () => {
         'SiblingFailedError',
         'TaskFailedError',
         'TaskSkippedError',
+        'WorkerArgumentsError',
         'WorkerCrashedError',
         'WorkerScriptError',
       ].sort(),
