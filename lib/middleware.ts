@@ -34,7 +34,12 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const outer = (req as Carrier)[SCOPE] ?? (Object.hasOwn(req, 'fanout') ? req.fanout : undefined);
+    // Own checks only: a missing symbol read would walk req's whole prototype chain (Express, http, stream).
+    const outer = Object.hasOwn(req, SCOPE)
+      ? (req as Carrier)[SCOPE]
+      : Object.hasOwn(req, 'fanout')
+        ? req.fanout
+        : undefined;
     if (outer instanceof Scope) {
       // The same instance mounted twice (app and router): the request keeps its scope, and so its budget.
       if (outer.runtime === runtime) return next();
