@@ -47,12 +47,15 @@ export interface FanoutOptions {
    */
   budgetHeader?: string | false;
   /**
-   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed), `'adaptive'`,
-   * or `{ adaptive: { min, max, … } }`. Adaptive, the limit is found from the tasks' latency (a gradient
-   * controller, as Netflix's Gradient2 and Envoy's): it grows while latency stays at its no-load level and
-   * shrinks when the downstream starts queueing (latency grows with every call over its capacity), so the
-   * queue stays here, where the budget can shed it, not inside the downstream. `stats().limit` shows it.
-   * @default 'adaptive' (min 4, max 1024, starting at 32)
+   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed, one limit for
+   * every task), `'adaptive'`, or `{ adaptive: { min, max, … } }`. Adaptive, each dependency (a task's
+   * `dependency`, else its name) has a bulkhead: its own limit, found from its tasks' latency (a gradient
+   * controller, as Netflix's Gradient2 and Envoy's), and its own admission. A limit grows while latency stays
+   * at its no-load level and shrinks when the dependency starts queueing (latency grows with every call over
+   * its capacity), so the queue stays here, where the budget can shed it, not inside the dependency; the event
+   * loop's own delay is taken out of the latency, so a busy loop does not shrink it. `max` stays the
+   * process-wide ceiling. `stats().limit` shows their sum, `stats().dependencies` each.
+   * @default 'adaptive' (min 4, max 4096, starting at 32)
    */
   concurrency?: number | 'adaptive' | { adaptive: AdaptiveConcurrency | true };
   /**
@@ -72,7 +75,8 @@ export interface FanoutOptions {
    * (504); a queued task whose turn comes too late to finish is dropped (503), not started. Under a sustained
    * overload (CoDel: every task waited over `targetMs` for `intervalMs`) the wait admitted is capped at
    * `intervalMs` and, with `lifo`, the newest requests are served first; both end when the queue drains.
-   * `false`: only `maxQueue` bounds the queue.
+   * Worker calls are admitted by the same rules, by a controller of their own (the threads' drain rate, each
+   * worker method's service time). `false`: only `maxQueue` (and `workers.maxQueueSize`) bounds the queues.
    * @default { targetMs: 5, intervalMs: 100, lifo: false }
    */
   admission?: AdmissionOptions | false;
@@ -206,7 +210,7 @@ export interface RetryOptions {
 export interface AdaptiveConcurrency {
   /** Lowest limit. Integer >= 1. @default 4 */
   min?: number;
-  /** Highest limit. Integer >= min. @default 1024 */
+  /** Highest limit of a dependency, and the process-wide ceiling. Integer >= min. @default 4096 */
   max?: number;
   /** Limit before any latency was measured. Integer in [min, max]. @default 32 */
   initial?: number;
@@ -250,7 +254,19 @@ export interface WorkerOptions {
   maxWorkers?: number;
   /** Threads kept alive when idle. Integer >= 0, <= maxWorkers. @default 0 */
   minWorkers?: number;
-  /** Worker tasks allowed to wait for a thread; beyond it a worker task is shed with 503. Integer >= 0. @default 1024 */
+  /**
+   * Worker calls allowed to wait for a thread; beyond it a call is shed with 503. Integer >= 0.
+   *
+   * Admission (the middleware's `admission` option, as for IO tasks) already bounds the wait by time: a call
+   * whose expected wait for a thread plus its method's service time does not fit in what is left of its budget
+   * is shed at once, and a standing queue is capped at `admission.intervalMs` of wait. Measured in a simulation
+   * of 3x overload (one thread, 10 ms calls, 250 ms budget) the queue peaked at 23 calls, then held near 10.
+   * So this bound only matters before the pool has measured a call (a first burst; it is judged again once the
+   * first call ends) and with `admission: false`. It stays large so that a burst of quick calls that all fit
+   * is not shed (1000 calls of 1 ms fit in a 1 s budget on one thread); lower it to bound the memory that
+   * waiting calls' arguments hold.
+   * @default 1024
+   */
   maxQueueSize?: number;
   /** `worker_threads` resource limits of each thread (heap size, stack). A thread exceeding them crashes and is replaced. */
   resourceLimits?: WorkerResourceLimits;
@@ -473,6 +489,15 @@ export interface TaskSpec<T = unknown> {
    */
   limit?: string;
   /**
+   * The dependency this task calls, for its bulkhead: with the adaptive `concurrency` (the default), each
+   * dependency has its own adaptive limit and admission, so a saturated one queues and sheds only its own
+   * tasks. Tasks naming the same dependency share one (`'inventory'` for `getStock` and `reserve`). A non-empty
+   * string of at most 128 characters. At most 256 dependencies are tracked per middleware; later ones share one
+   * bulkhead, reported as `'(other)'`. With a fixed `concurrency`, every task shares the one limit.
+   * @default the task's name
+   */
+  dependency?: string;
+  /**
    * For a task with a `fallback`: when the name's recent p95 (from 20 samples on) exceeds the time left,
    * take the fallback at once without a slot (status `'skipped'`).
    * @default true
@@ -653,7 +678,10 @@ export interface FanoutStats {
   running: number;
   /** Tasks waiting for a slot. */
   queued: number;
-  /** The process-wide limit now: `concurrency`, or the one the adaptive limit found. */
+  /**
+   * The process-wide limit now: `concurrency`, or with the adaptive limit the sum of the dependencies' limits
+   * (at most its `max`).
+   */
   limit: number;
   /** Counters since the middleware was created. */
   completed: number;
@@ -675,6 +703,12 @@ export interface FanoutStats {
   /** Fleet-limit permits taken, and attempts that ran on the local bound because the store failed (Redis down). */
   limitAcquired: number;
   limitFailOpen: number;
+  /**
+   * Per dependency (a task's `dependency`, else its name), with the adaptive `concurrency`: its limit, tasks
+   * holding a slot, waiting, and shed. `running`, `queued` and `shed` above are the totals. At most 256
+   * dependencies, then one `'(other)'`; empty with a fixed `concurrency` (one limit for all).
+   */
+  dependencies: Record<string, DependencyStats>;
   workers: WorkerStats;
   /**
    * The transit learned per callee origin (`http://host:port`) by `ctx.fetch()`: the learned part of the
@@ -708,6 +742,14 @@ export interface EventLoopStats {
   inFlight: number;
 }
 
+/** `stats().dependencies[name]`: one dependency's bulkhead. */
+export interface DependencyStats {
+  limit: number;
+  running: number;
+  queued: number;
+  shed: number;
+}
+
 /** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
 export interface WorkerStats {
   /** Worker calls running on a thread (a thread being replaced after a cancellation included). */
@@ -716,6 +758,11 @@ export interface WorkerStats {
   idle: number;
   /** Worker calls waiting for a thread, in the request's arrival order; at most `maxQueueSize`. */
   pending: number;
+  /**
+   * Worker calls shed (503) since the start: the queue was full, or admission judged that the call could not
+   * finish before its deadline (at submission, or while it waited). Counted in the top-level `shed` too.
+   */
+  shed: number;
   /** Threads terminated to cancel a task (deadline, disconnect). */
   terminated: number;
   /** Threads that exited or crashed on their own. */
@@ -729,7 +776,15 @@ export interface FanoutMiddleware {
     res: import('express').Response,
     next: import('express').NextFunction,
   ): void;
-  /** Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers. */
+  /**
+   * Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers.
+   *
+   * With fake timers (jest's, sinon's): the deadline and grace timers of a request are the clock's that was
+   * installed when they were set. Close the middleware while that fake clock still runs, and advance it past
+   * `graceMs` (`const closed = fo.close(); await jest.advanceTimersByTimeAsync(graceMs); await closed;`), then
+   * switch back to real timers. After `jest.useRealTimers()`, a task that ignored its abort signal is
+   * written off by a fake timer that no longer runs, so `close()` would wait for it until the test times out.
+   */
   close(): Promise<void>;
   stats(): FanoutStats;
   /**

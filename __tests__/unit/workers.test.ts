@@ -176,7 +176,7 @@ describe('WorkerPool', () => {
     const pool = makePool({ minWorkers: 1 });
     await sleep(50);
     expect(threadHandles()).toBe(baselineThreads);
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     await expect(pool.exec('add', [2, 3], { task: 'sum' })).resolves.toBe(5);
     expect(threadHandles()).toBeGreaterThan(baselineThreads);
   });
@@ -191,7 +191,7 @@ describe('WorkerPool', () => {
       d: new Date(0),
     });
     await expect(pool.exec('sleep', [20], { task: 'nap' })).resolves.toBe(20);
-    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
   });
 
   it('loads an ES module script', async () => {
@@ -305,6 +305,22 @@ describe('WorkerPool', () => {
     await expect(pool.exec('add', [1, 2], { task: 'sum' })).resolves.toBe(3);
   });
 
+  it('says "did you mean" for a misspelt method, from the names the script registers, and keeps serving', async () => {
+    const pool = makePool({ maxWorkers: 1 });
+    for (const task of ['sum', 'again']) {
+      // The second time the names are known already.
+      const error = await rejection(pool.exec('adn', [1, 2], { task }));
+      expect(error).toBeInstanceOf(WorkerScriptError);
+      expect(error).toMatchObject({ status: 500, tasks: [task] });
+      expect((error as Error).message).toBe(
+        `Task \`${task}\` calls \`adn\`, which the worker script \`worker-methods.js\` does not register with ` +
+          'workerpool.worker({ ... }). Did you mean `add`?',
+      );
+    }
+    await expect(pool.exec('add', [1, 2], { task: 'sum' })).resolves.toBe(3);
+    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, crashed: 0, terminated: 0 });
+  });
+
   it('rejects with a WorkerScriptError when no script is set', async () => {
     const resolved = resolveWorkerOptions(undefined);
     if (resolved === false) throw new Error('unreachable');
@@ -404,7 +420,7 @@ describe('WorkerPool', () => {
       pool.exec('mark', [join(tmp, 'never'), 'x'], { task: 'late', signal: AbortSignal.abort(reason) }),
     );
     expect(error).toBe(reason);
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
   });
 
@@ -661,7 +677,7 @@ describe('WorkerPool', () => {
     expect(await runningError).toMatchObject({
       message: 'Task `running` shed: the worker pool closed while it ran',
     });
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
     expect(readFileSync(log, 'utf8')).toBe('');
 
