@@ -180,6 +180,29 @@ describe.each(expressVersions)("the process's door (%s)", (_version, express) =>
     expect(fo.stats().eventLoop.inFlight).toBe(0);
   });
 
+  it('does not count a request whose client left while an async middleware before the door ran (no leak)', async () => {
+    forcedMonitor();
+    const gone = deferred();
+    const { url, fo } = await serve(
+      { budgetMs: 1000 },
+      (app) => app.get('/', (_req, res) => res.send('ok')),
+      {
+        before: (app) =>
+          app.use((_req, _res, next) => {
+            void gone.promise.then(() => next());
+          }),
+      },
+    );
+    const client = http.get(`${url}/`, { agent: false });
+    client.on('error', () => undefined);
+    await sleep(50);
+    client.destroy();
+    await sleep(50);
+    gone.resolve();
+    await sleep(50);
+    expect(fo.stats().eventLoop.inFlight).toBe(0);
+  });
+
   it('is off with eventLoop: false: no monitor taken, nothing shed, zeros in stats()', async () => {
     const monitor = forcedMonitor();
     // A fixed concurrency: the adaptive limit takes a monitor of its own.
