@@ -1,5 +1,6 @@
 // A service in a chain: it calls the next one with ctx.fetch(), which sends the budget left minus the
-// propagation margin, passes the attempt's signal, and maps the callee's 504/503/5xx onto timeout/shed/failure.
+// propagation margin (a few ms, plus the transit it learned for each callee), passes the attempt's signal, and
+// maps the callee's 504/503/5xx onto timeout/shed/failure.
 // Payments take at most 100 concurrent calls from the whole fleet: a limit counted on Redis.
 import express from 'express';
 import Redis from 'ioredis';
@@ -8,8 +9,6 @@ import { fanout, RedisLimitStore } from 'express-fanout';
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
 const fo = fanout({
   budgetMs: 800,
-  // 30 ms between services each way: the margin must hold the answer's way back and some work.
-  propagationMarginMs: { ms: 80, ratio: 0.05 },
   limits: { payments: { concurrency: 100, store: new RedisLimitStore({ client: redis }) } },
 });
 

@@ -1,4 +1,4 @@
-// OpenTelemetry: with the SDK and the http/express instrumentations set up (see the README), one call gives
+// OpenTelemetry: with the SDK and the http/express instrumentations set up (see docs/observability.md), one call gives
 // every task a span under its request's span; a fetch made inside a task is a child of the task's span.
 import express from 'express';
 import { fanout } from 'express-fanout';

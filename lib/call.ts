@@ -10,6 +10,7 @@ import {
   quote,
   SiblingFailedError,
   TaskFailedError,
+  WorkerArgumentsError,
   WorkerScriptError,
 } from './errors';
 import { clear, timerIn } from './deadline';
@@ -61,22 +62,29 @@ export class Call implements TaskHost {
       this.resolve = resolve;
       this.reject = reject;
     });
+    const now = performance.now();
     let deadline = scope.deadlineAt;
-    if (budgetMs !== undefined && performance.now() + budgetMs < deadline) {
-      deadline = performance.now() + budgetMs;
+    if (budgetMs !== undefined && now + budgetMs < deadline) {
+      deadline = now + budgetMs;
       this.budgetMs = budgetMs;
       this.timer = timerIn(budgetMs, onCallDeadline, this);
     }
     this.deadline = deadline;
     const tasks = (this.tasks = new Array<TaskRun>(defs.length));
-    for (let i = 0; i < defs.length; i++) tasks[i] = new TaskRun(this, defs[i]!);
+    for (let i = 0; i < defs.length; i++) tasks[i] = new TaskRun(this, defs[i]!, now);
     for (let i = 0; i < defs.length; i++) {
+      const after = defs[i]!.after;
+      if (after.length === 0) continue;
+      // Lists only for tasks with `after` and the tasks they wait on: the others keep the shared empty ones.
       const task = tasks[i]!;
-      for (const dep of defs[i]!.after) {
-        task.deps.push(tasks[dep]!);
-        tasks[dep]!.dependents.push(task);
+      const deps = new Array<TaskRun>(after.length);
+      for (let j = 0; j < after.length; j++) {
+        const dep = (deps[j] = tasks[after[j]!]!);
+        if (dep.dependents.length === 0) dep.dependents = [task];
+        else dep.dependents.push(task);
       }
-      task.pendingDeps = task.deps.length;
+      task.deps = deps;
+      task.pendingDeps = deps.length;
     }
     this.remaining = tasks.length;
   }
@@ -101,10 +109,22 @@ export class Call implements TaskHost {
     const { scheduler, closed } = scope.runtime;
     if (closed || scope.over) return false;
     // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
-    // elsewhere. One entry per distinct bulkhead, found by a scan: a call names few dependencies.
+    // elsewhere. The common case, a call whose ready tasks fit, lists nothing.
+    let ready = 0;
+    let first: Bulkhead | undefined;
+    let mixed = false;
+    for (const task of this.tasks) {
+      if (task.pendingDeps !== 0) continue;
+      ready++;
+      if (first === undefined) first = task.bulkhead;
+      else if (task.bulkhead !== first) mixed = true;
+    }
+    if (first === undefined) return false;
+    const now = performance.now();
+    if (!mixed && ready <= scheduler.capacity(scope.lane, this.deadline, first, now)) return false;
+    // One entry per distinct bulkhead, found by a scan (a call names few dependencies); the required tasks.
     const groups: { bulkhead: Bulkhead; room: number; ready: number; required: number }[] = [];
     const required: TaskRun[] = [];
-    const now = performance.now();
     let fits = true;
     for (const task of this.tasks) {
       if (task.pendingDeps !== 0) continue;
@@ -360,7 +380,7 @@ function failureOf(task: TaskRun): FanoutError {
     // The package's own verdict on this task passes through (a crashed worker, a broken worker script: 500);
     // anything else the task threw is a failed dependency, 502, with the original in `cause`.
     if (isInstance(error, TaskFailedError) && error.tasks[0] === task.name) return error;
-    if (isInstance(error, WorkerScriptError)) return error;
+    if (isInstance(error, WorkerScriptError) || isInstance(error, WorkerArgumentsError)) return error;
     return new TaskFailedError(task.name, error);
   }
   return isInstance(error, FanoutError) ? error : new TaskFailedError(task.name, error);

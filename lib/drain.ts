@@ -1,4 +1,6 @@
-import type http from 'node:http';
+// Named types only: a default import of a node module in shipped declarations fails consumers without
+// `esModuleInterop` (TS1192: Module '"node:http"' has no default export).
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 
 /** How long a drained server keeps its idle connections and its listener after the last answer, ms. */
 const LINGER_MS = 100;
@@ -34,15 +36,13 @@ export interface Drainable {
  * });
  * ```
  */
-export function drainable(server: http.Server): Drainable {
-  const listeners = server.listeners('request') as Array<
-    (req: http.IncomingMessage, res: http.ServerResponse) => void
-  >;
+export function drainable(server: Server): Drainable {
+  const listeners = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
   server.removeAllListeners('request');
-  const inFlight = new Set<http.ServerResponse>();
+  const inFlight = new Set<ServerResponse>();
   let draining: Promise<void> | null = null;
 
-  server.on('request', function drainableRequest(req: http.IncomingMessage, res: http.ServerResponse) {
+  server.on('request', function drainableRequest(req: IncomingMessage, res: ServerResponse) {
     if (draining) {
       res.shouldKeepAlive = false;
       res.writeHead(503, { Connection: 'close', 'Retry-After': '1', 'Content-Type': 'text/plain' });

@@ -149,10 +149,26 @@ export class WorkerCrashedError extends TaskFailedError {
   }
 }
 
-/** The worker script could not be loaded (missing file, syntax error, no such method registered). 500. */
+/**
+ * The worker script could not be loaded (missing file, syntax error, no such method registered). 500. `tasks`
+ * names the task when the problem is one call's (an unknown method, no script); it is empty when the script
+ * itself is broken (every call fails alike).
+ */
 export class WorkerScriptError extends FanoutError {
-  constructor(message: string, cause?: unknown) {
-    super(message, 500, [], cause === undefined ? undefined : { cause });
+  constructor(message: string, cause?: unknown, tasks: readonly string[] = []) {
+    super(message, 500, tasks, cause === undefined ? undefined : { cause });
+  }
+}
+
+/**
+ * A worker call's arguments (or its `transfer` list) cannot be sent to a thread: a function, a symbol, a Proxy,
+ * a MessagePort missing from `transfer` … A programming error, so 500 (not a failed dependency); the message
+ * names the task and the argument's path (``Task `add` cannot send its arguments to a worker thread:
+ * `args[0].onDone` is a function``).
+ */
+export class WorkerArgumentsError extends FanoutError {
+  constructor(task: string, problem: string) {
+    super(`Task ${quote(task)} cannot send its arguments to a worker thread: ${problem}`, 500, [task]);
   }
 }
 

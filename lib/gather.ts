@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ClientClosedError, isInstance } from './errors';
-import { describe, integer } from './validate';
+import { describe, integer, rejectUnknown } from './validate';
 import { parseTasks } from './task-def';
 import type { CheckedTasks, Results, Tasks } from './types';
 
@@ -10,6 +10,8 @@ export interface GatherOptions<T extends Tasks> {
   /** Shapes the merged values into the JSON body. @default the values as they are */
   map?: (values: Results<T>, req: Request) => unknown;
 }
+
+const GATHER_OPTIONS: readonly (keyof GatherOptions<Tasks>)[] = ['status', 'map'];
 
 /**
  * The tasks whose values `map` receives. Given as a function of the request, the tasks reach `T` only as
@@ -30,6 +32,12 @@ export function gather<T extends Tasks, G = T>(
   options: GatherOptions<MapTasks<T, G>> = {},
 ): RequestHandler {
   if (typeof tasks !== 'function') parseTasks(tasks, 'tasks of `gather()`');
+  // Checked here, at route definition, as `fanout()` checks its own: a typo such as `stauts` is a TypeError
+  // with a "did you mean" instead of an option silently ignored on every request.
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TypeError(`Expected the options of \`gather()\` to be an object, got ${describe(options)}`);
+  }
+  rejectUnknown(options, GATHER_OPTIONS);
   const status = options.status === undefined ? 200 : integer('status', options.status, 200, 299);
   const map = options.map as GatherOptions<T>['map'];
   if (map !== undefined && typeof map !== 'function') {

@@ -1,5 +1,13 @@
 export { fanout } from './middleware';
 export { gather, type GatherOptions } from './gather';
+export { budget } from './budget';
+export {
+  parseServerTiming,
+  type ServerTimingEntry,
+  type ServerTimingOutcome,
+  type ServerTimings,
+  type ServerTimingSource,
+} from './testing';
 export {
   FanoutError,
   BudgetExceededError,
@@ -7,9 +15,11 @@ export {
   TaskSkippedError,
   OverloadedError,
   ClientClosedError,
+  CallTooLargeError,
   SiblingFailedError,
   WorkerCrashedError,
   WorkerScriptError,
+  WorkerArgumentsError,
 } from './errors';
 export { DownstreamError } from './fetch';
 export { drainable, type Drainable } from './drain';
@@ -19,6 +29,8 @@ export type {
   FanoutOptions,
   AdaptiveConcurrency,
   AdmissionOptions,
+  EventLoopOptions,
+  EventLoopStats,
   BudgetOptions,
   LimitOptions,
   LimitStore,
@@ -29,6 +41,7 @@ export type {
   FanoutStats,
   DependencyStats,
   WorkerStats,
+  TransitEstimate,
   CallOptions,
   Task,
   TaskFn,

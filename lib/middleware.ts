@@ -1,10 +1,14 @@
 import { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { NextFunction, Request, Response } from 'express';
-import { resolveOptions } from './options';
+import { parseBudgetHeader } from './budget-header';
+import { Door } from './door';
+import { acquireLoopMonitor } from './loop-monitor';
+import { resolveOptions, type ResolvedOptions } from './options';
 import { Runtime } from './runtime';
 import { Scope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
+import { reportWork } from './work-time-header';
 
 /**
  * The middleware factory: `app.use(fanout({ budgetMs: 500 }))` gives every later handler `req.fanout`.
@@ -22,7 +26,11 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     );
     return undefined as unknown as FanoutMiddleware;
   }
-  const runtime = new Runtime(resolveOptions(options as FanoutOptions | undefined));
+  const resolved = resolveOptions(options as FanoutOptions | undefined);
+  const runtime = new Runtime(resolved);
+  const loop = resolved.eventLoop ? acquireLoopMonitor() : null;
+  const door = loop && resolved.eventLoop ? new Door(resolved.eventLoop, loop, performance.now()) : null;
+  const budgetOf = (req: IncomingMessage): number => requestBudget(req, resolved);
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
@@ -33,11 +41,28 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       // Another instance below the first: its own bounds, but its clock starts at the request's first
       // sighting, and its deadline never falls after the outer one's.
       req.fanout = new Scope(runtime, req, res, outer.arrival, outer);
-    } else req.fanout = new Scope(runtime, req, res, performance.now());
+    } else {
+      const arrival = performance.now();
+      // The process's door, before anything per-request is built (door.ts).
+      const shed = door?.enter(req, res, arrival, budgetOf);
+      if (shed) return next(shed);
+      req.fanout = new Scope(runtime, req, res, arrival);
+      if (runtime.options.budgetHeader) reportWork(req, res, arrival, runtime.options.budgetHeader);
+    }
     next();
   } as FanoutMiddleware;
-  middleware.close = () => runtime.close();
-  middleware.stats = () => runtime.stats();
+  let lease = loop;
+  middleware.close = () => {
+    lease?.release();
+    lease = null;
+    return runtime.close();
+  };
+  middleware.stats = () => ({
+    ...runtime.stats(),
+    eventLoop: door
+      ? door.stats(performance.now())
+      : { delayMs: 0, utilization: 0, shedding: false, shed: 0 },
+  });
   middleware.observe = (observer) => runtime.observe(observer);
   return middleware;
 }
@@ -64,6 +89,12 @@ function explainMissingFanout(): void {
       Object.defineProperty(this, 'fanout', { value, writable: true, enumerable: true, configurable: true });
     },
   });
+}
+
+/** A request's budget as its scope will find it (scope.ts): the default, or the budget header's, capped. */
+function requestBudget(req: IncomingMessage, options: ResolvedOptions): number {
+  const asked = options.budgetHeader ? parseBudgetHeader(req.headers[options.budgetHeader]) : undefined;
+  return asked === undefined ? options.budgetMs : Math.min(asked, options.maxBudgetMs);
 }
 
 function looksLikeRequest(value: unknown): boolean {

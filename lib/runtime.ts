@@ -8,6 +8,7 @@ import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
 import { TokenBucket } from './token-bucket';
+import { Transits } from './transit';
 import type { FanoutObserver, FanoutStats, ObservedTask, TaskEvent, TaskProbe, TaskStatus } from './types';
 import { WorkerPool } from './workers';
 import { WorkerScriptError } from './errors';
@@ -90,6 +91,8 @@ export class Runtime {
   private observers: readonly FanoutObserver[] = [];
   observed = false;
   private readonly names = new Map<string, NameState>();
+  /** The transit learned per callee origin by `ctx.fetch()` (transit.ts). */
+  readonly transits = new Transits();
   /** The process's event-loop monitor, held while this middleware is open (the adaptive limits read it). */
   readonly loop: LoopMonitorLease | null;
 
@@ -121,7 +124,8 @@ export class Runtime {
     }
     // During close() admitted tasks still run to their end, and may need the pool for the first time.
     if (this.drained) throw new WorkerScriptError('The middleware is closed; its worker pool is gone');
-    return (this.pool = new WorkerPool(this.options.workers));
+    // Worker calls are admitted as IO tasks are (admission.ts, the same settings), by a controller of their own.
+    return (this.pool = new WorkerPool(this.options.workers, this.options.admission));
   }
 
   private name(name: string): NameState {
@@ -275,14 +279,18 @@ export class Runtime {
     debug('abandoned %s: it ignored its abort signal for %d ms', name, this.options.graceMs);
   }
 
-  stats(): FanoutStats {
+  /** The middleware adds `eventLoop` (the door's, middleware.ts). */
+  stats(): Omit<FanoutStats, 'eventLoop'> {
     return {
       running: this.scheduler.running,
       queued: this.scheduler.queued,
       limit: this.scheduler.limit,
       ...this.counters,
       dependencies: this.scheduler.dependencies(),
-      workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
+      workers: this.pool
+        ? this.pool.stats()
+        : { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
+      transit: this.transits.snapshot(performance.now()),
     };
   }
 

@@ -1,16 +1,18 @@
 import { performance } from 'node:perf_hooks';
+import createDebug from 'debug';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import onHeaders from 'on-headers';
 import { parseBudgetHeader } from './budget-header';
 import { Call, round, type CallHost, type Mode } from './call';
 import { clear, epochOf, remaining, timerAt } from './deadline';
-import { BudgetExceededError, ClientClosedError, FanoutError, quietly } from './errors';
+import { BudgetExceededError, ClientClosedError, FanoutError, list, quietly } from './errors';
 import { describe, integer, rejectUnknown } from './validate';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { MAX_BYTES, serverTimingOf } from './observe/server-timing';
 import { parseTasks } from './task-def';
+import { originArgument } from './transit';
 import { workerOnly, type TaskRun } from './task';
 import type {
   CallOptions,
@@ -30,6 +32,8 @@ import type {
 
 type End = 'deadline' | 'disconnect' | 'finished';
 
+const debug = createDebug('express-fanout');
+
 /**
  * `req.fanout`: one request's helper. Creating it costs one small object; the budget, lane, deadline timer,
  * `res` listener and `Server-Timing` hook are set up on first use, so a handler that never fans out pays
@@ -47,6 +51,8 @@ export class Scope implements Fanout, CallHost {
   private timer: NodeJS.Timeout | null = null;
   private controller: AbortController | null = null;
   private ended: End | null = null;
+  /** The route's own budget, set by `budget(ms)`: it replaces the middleware's `budgetMs`. */
+  private routeBudgetMs: number | undefined;
 
   constructor(
     readonly runtime: Runtime,
@@ -127,21 +133,25 @@ export class Scope implements Fanout, CallHost {
     }));
   }
 
-  headers(): Record<string, string> {
+  headers(url?: string | URL): Record<string, string> {
+    const origin = originArgument(url);
     this.activate();
-    return this.outboundHeaders(this.deadlineAt);
+    return this.outboundHeaders(this.deadlineAt, origin);
   }
 
   /**
    * The budget header for outbound calls: the time left minus the propagation margin, so that the callee's
    * deadline (counted from when it sees the request, a transit later) falls before ours with room for its
-   * answer's way back. Never 0, which the receiver would ignore.
+   * answer's way back: the fixed part, plus the transit learned for the callee's `origin` when it is known.
+   * Never 0, which the receiver would ignore.
    */
-  outboundHeaders(deadline: number): Record<string, string> {
+  outboundHeaders(deadline: number, origin?: string): Record<string, string> {
     const { budgetHeader: header, propagationMargin: margin } = this.runtime.options;
     if (!header) return {};
-    const left = deadline - performance.now();
-    return { [header]: String(Math.max(1, Math.floor(left - margin.ms - left * margin.ratio))) };
+    const now = performance.now();
+    const left = deadline - now;
+    const learned = origin === undefined ? 0 : this.runtime.transits.marginMs(origin, now);
+    return { [header]: String(Math.max(1, Math.floor(left - margin.ms - left * margin.ratio - learned))) };
   }
 
   /** The client left before the response: whatever a call still gives, nobody will read it. */
@@ -170,6 +180,14 @@ export class Scope implements Fanout, CallHost {
       const defs = parseTasks(tasks);
       const budgetMs = options === undefined ? undefined : callBudget(options);
       this.activate();
+      if (budgetMs !== undefined && debug.enabled && budgetMs > this.deadlineAt - performance.now()) {
+        debug(
+          "%s(tasks, { budgetMs: %d }) capped at the request's %d ms left: a call's budget only tightens; use budget(ms) on the route to lengthen it",
+          mode,
+          budgetMs,
+          Math.round(this.deadlineAt - performance.now()),
+        );
+      }
       call = new Call(this, defs, mode, budgetMs);
     } catch (error) {
       return Promise.reject(error);
@@ -184,25 +202,9 @@ export class Scope implements Fanout, CallHost {
     if (this.active) return;
     this.active = true;
     const { options } = this.runtime;
-    let budget = options.budgetMs;
-    if (options.budgetHeader) {
-      const asked = parseBudgetHeader(this.req.headers[options.budgetHeader]);
-      if (asked !== undefined) budget = Math.min(asked, options.maxBudgetMs);
-    }
-    this.budgetMs = budget;
-    this.deadlineAt = this.arrival + budget;
-    if (this.outer) {
-      this.outer.activate();
-      if (this.outer.deadlineAt < this.deadlineAt) {
-        this.deadlineAt = this.outer.deadlineAt;
-        this.budgetMs = this.outer.budgetMs;
-      }
-    }
     this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
     this.calls = new Set();
-    const left = this.deadlineAt - performance.now();
-    if (left > 0) this.timer = timerAt(this.deadlineAt, onDeadline, this);
-    else this.end('deadline');
+    this.armDeadline();
     // The response may be over before the handler first used `req.fanout`: its 'close' has then come and gone.
     const socket = this.req.socket as Socket | null;
     if (this.res.writableEnded) this.end('finished');
@@ -216,19 +218,89 @@ export class Scope implements Fanout, CallHost {
     const timing = options.serverTiming;
     if (timing && !this.res.headersSent) {
       onHeaders(this.res, () => {
+        // With two instances on the request, the outer one's hook runs last and writes the one `total`.
+        const withTotal = !this.outerTimes();
         const existing = this.res.getHeader('Server-Timing');
         if (existing === undefined) {
-          this.res.setHeader('Server-Timing', serverTimingOf(this, timing.include));
+          const own = serverTimingOf(this, timing.include, MAX_BYTES, withTotal);
+          if (own !== '') this.res.setHeader('Server-Timing', own);
           return;
         }
         // The app's own entries come first, and the whole header still stays within the cap.
         const before = String(existing);
         const room = MAX_BYTES - Buffer.byteLength(before) - 2;
         if (room >= 128) {
-          this.res.setHeader('Server-Timing', `${before}, ${serverTimingOf(this, timing.include, room)}`);
+          const own = serverTimingOf(this, timing.include, room, withTotal);
+          if (own !== '') this.res.setHeader('Server-Timing', `${before}, ${own}`);
         }
       });
     }
+  }
+
+  /**
+   * The budget and the deadline timer: the route's `budget(ms)` or the middleware's `budgetMs`, replaced or
+   * shortened by the client's header, never past an outer instance's deadline.
+   */
+  private armDeadline(): void {
+    const { options } = this.runtime;
+    const route = this.routeBudgetMs;
+    let budget = route ?? options.budgetMs;
+    if (options.budgetHeader) {
+      const asked = parseBudgetHeader(this.req.headers[options.budgetHeader]);
+      // `maxBudgetMs` bounds what a client may ask for over the server's default; a route's own budget is the
+      // server's choice, which the client's header can only shorten.
+      if (asked !== undefined)
+        budget = route === undefined ? Math.min(asked, options.maxBudgetMs) : Math.min(asked, route);
+    }
+    this.budgetMs = budget;
+    this.deadlineAt = this.arrival + budget;
+    if (this.outer) {
+      this.outer.activate();
+      if (this.outer.deadlineAt < this.deadlineAt) {
+        debug(
+          'a %d ms budget capped at the %d ms of the fanout() mounted before it: an inner instance only tightens; use budget(ms) on the route to lengthen it',
+          this.budgetMs,
+          this.outer.budgetMs,
+        );
+        this.deadlineAt = this.outer.deadlineAt;
+        this.budgetMs = this.outer.budgetMs;
+      }
+    }
+    const left = this.deadlineAt - performance.now();
+    if (left > 0) this.timer = timerAt(this.deadlineAt, onDeadline, this);
+    else this.end('deadline');
+  }
+
+  /**
+   * `budget(ms)`: this request's budget becomes `ms` (counted from the request's arrival, as `budgetMs` is), for
+   * this instance and the ones mounted before it. Too late once a task has started (its deadline is fixed) or
+   * the request is over: then nothing changes and it returns why, as `budget()`'s error says it.
+   */
+  setBudget(ms: number): string | undefined {
+    const late = this.tooLate();
+    if (late !== undefined) return late;
+    this.outer?.setBudget(ms);
+    this.routeBudgetMs = ms;
+    if (this.active) {
+      this.timer = clear(this.timer);
+      this.armDeadline();
+    }
+    return undefined;
+  }
+
+  private tooLate(): string | undefined {
+    if (this.tasks.length > 0) return `${list(this.tasks.map((t) => t.name))} already started`;
+    if (this.ended === 'deadline') return 'its budget has already run out';
+    if (this.ended) return 'its response is already over';
+    return this.outer?.tooLate();
+  }
+
+  /** Whether an outer instance on this request writes `Server-Timing` (and so its `total`). */
+  private outerTimes(): boolean {
+    for (let outer = this.outer; outer; outer = outer.outer) {
+      if (outer.runtime.options.serverTiming) return true;
+    }
+    return false;
   }
 
   /** The response closed, or its socket did: finished if it was written in full, the client gone otherwise. */

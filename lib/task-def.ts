@@ -1,6 +1,6 @@
 import { quote } from './errors';
 import { limitedRun } from './fleet-limit';
-import { describe, didYouMean, integer, rejectUnknown } from './validate';
+import { describe, didYouMean, integer, isPlainObject, rejectUnknown } from './validate';
 import type { TaskFn } from './types';
 
 /** A validated task definition. Internal. */
@@ -86,11 +86,62 @@ export function parseTasks(tasks: unknown, where = 'tasks'): TaskDef[] {
       };
       continue;
     }
-    defs[i] = parseSpec(name, task);
+    defs[i] = specDef(name, task);
     if (task !== null && typeof task === 'object' && 'after' in task) anyAfter = true;
   }
   if (anyAfter) resolveAfter(names, tasks as Record<string, { after?: unknown }>, defs);
   return defs;
+}
+
+/**
+ * A spec object validated before, with what it was then: its enumerable keys and their values in order (as
+ * `for...in` lists them), and the definition they gave (its `name` and `after` belong to the call, not the spec).
+ */
+interface Validated {
+  keys: string[];
+  values: unknown[];
+  def: TaskDef;
+}
+
+/**
+ * Spec objects already validated. The usual spec is defined once (at module level, or the same literal built
+ * each call into an object that lives on), so it is validated key by key once, not on every request. A spec is
+ * not assumed immutable: each use compares its keys and their values (identity) with the validated ones, without
+ * allocating, and anything changed (a value, a key added, removed or renamed) is validated again, with the same
+ * errors. Only plain objects are remembered: a class instance's accessors could answer differently each time.
+ * Not seen: a change through a non-enumerable or symbol-keyed property, which validation never reads either
+ * except for the known options themselves.
+ */
+const validated = new WeakMap<object, Validated>();
+
+/** A spec object's definition under `name`: from {@link validated} when it did not change, else validated now. */
+function specDef(name: string, task: unknown): TaskDef {
+  const seen = typeof task === 'object' && task !== null ? validated.get(task) : undefined;
+  // A copy each call: the call sets its own `after` on it.
+  if (seen !== undefined && unchanged(task as Record<string, unknown>, seen)) return { ...seen.def, name };
+  const def = parseSpec(name, task);
+  if (isPlainObject(task)) {
+    const keys: string[] = [];
+    const values: unknown[] = [];
+    for (const key in task) {
+      keys.push(key);
+      values.push(task[key]);
+    }
+    validated.set(task, { keys, values, def });
+    return { ...def };
+  }
+  return def;
+}
+
+/** The spec has the same enumerable keys, in the same order, with the same values as when it was validated. */
+function unchanged(spec: Record<string, unknown>, seen: Validated): boolean {
+  const { keys, values } = seen;
+  let i = 0;
+  for (const key in spec) {
+    if (i >= keys.length || keys[i] !== key || values[i] !== spec[key]) return false;
+    i++;
+  }
+  return i === keys.length;
 }
 
 function parseSpec(name: string, task: unknown): TaskDef {

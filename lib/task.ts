@@ -29,7 +29,7 @@ export interface RequestHost {
   readonly over: boolean;
   /** How a task submitted now must end at once because the request is over, if it is. */
   ending(name: string): { status: TaskStatus; error: FanoutError } | undefined;
-  outboundHeaders(deadline: number): Record<string, string>;
+  outboundHeaders(deadline: number, origin?: string): Record<string, string>;
 }
 
 /** What a task needs from its call (call.ts has it). */
@@ -81,9 +81,12 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   /** Its dependency's bulkhead (`dependency`, else its name), resolved once: every attempt uses it. */
   readonly bulkhead: Bulkhead;
 
-  /** Tasks of the same call waiting on this one, and how many of its own dependencies are still pending. */
-  readonly dependents: TaskRun[] = [];
-  readonly deps: TaskRun[] = [];
+  /**
+   * Tasks of the same call waiting on this one, its own dependencies, and how many of them are still pending.
+   * Shared empty lists until the call wires an `after` (call.ts): a task without one allocates none.
+   */
+  dependents: TaskRun[] = NO_TASKS;
+  deps: readonly TaskRun[] = NO_TASKS;
   pendingDeps = 0;
   results: Record<string, unknown> = EMPTY;
 
@@ -105,13 +108,19 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   private lastStatus: TaskStatus = 'rejected';
   private lastError: unknown = undefined;
 
+  /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
+  readonly slotless: boolean;
+
   constructor(
     readonly host: TaskHost,
     readonly def: TaskDef,
+    /** When its call was made, performance ms (one clock read for all the call's tasks). */
+    now: number,
   ) {
-    this.submittedAt = performance.now();
+    this.submittedAt = now;
     this.deadline = host.deadline;
     this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
+    this.slotless = WORKER_ONLY.has(def.run);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 
@@ -129,11 +138,6 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
 
   get lane(): Lane {
     return this.host.scope.lane;
-  }
-
-  /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
-  get slotless(): boolean {
-    return WORKER_ONLY.has(this.def.run);
   }
 
   /** The deadline its attempts work to: its own, or the latest waiter's once it left a shared execution. */
@@ -179,7 +183,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     if (def.hedgeMs !== undefined || def.hedgeQuantile !== undefined)
       runtime.budgets(this.name).hedge.deposit(now);
     this.state = 'queued';
-    const attempt = (this.attempt = new Attempt(this, this.attempts++, false));
+    const attempt = (this.attempt = new Attempt(this, this.attempts++, false, now));
     const scheduler = runtime.scheduler;
     if (scheduler.submit(scope.lane, attempt) === 'shed') {
       this.attempt = null;
@@ -483,3 +487,5 @@ export function workerOnly<F extends object>(run: F): F {
 }
 
 const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
+/** The empty `deps` and `dependents` of every task without `after` (never written: call.ts replaces it first). */
+const NO_TASKS: TaskRun[] = Object.freeze([]) as unknown as TaskRun[];

@@ -1,21 +1,36 @@
-// Tries the package as a new user would. Packs it as npm would publish it, installs the tarball into a scratch
+// Tries the package as a new user would. Packs it as npm would publish it, from a fresh copy of the source (no
+// `dist/`: the `prepare` script must build it, as it does for a git install), installs the tarball into a scratch
 // project from the registry (its dependencies included, the way `npm install express-fanout` gets them), then:
 // - loads it with require() and import, and checks both give the same implementation;
 // - compiles a strict consumer (`strict`, `skipLibCheck: false`, `exactOptionalPropertyTypes`,
-//   `noUncheckedIndexedAccess`) that uses the whole public surface, as CommonJS (`module: node16` and the older
-//   `commonjs` + `node10` resolution) and as an ES module (`"type": "module"`, `module: nodenext`), against the
+//   `noUncheckedIndexedAccess`) that uses the whole public surface, as CommonJS (`module: node16`, and the older
+//   `commonjs` + `node10` resolution with and without `esModuleInterop`, the latter written with
+//   `import express = require('express')`) and as an ES module (`"type": "module"`, `module: nodenext`), with
+//   TypeScript 5.9 (the repo's) and TypeScript 7 (installed in the scratch project; it has no `node10`
+//   resolution and no `esModuleInterop: false`, so it compiles the node16 and nodenext projects), against the
 //   oldest supported `@types/node` and the newest, each with `@types/express` 4 and 5. The oldest is the newest
 //   20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with `skipLibCheck: false` (their
 //   `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package uses them. With
 //   `skipLibCheck: false` every declaration file the consumer reaches is checked, ours and our imports of
-//   `node:*` types included (`@types/node` 26 dropped `TransferListItem`, which the shipped types once imported);
+//   `node:*` types included (`@types/node` 26 dropped `TransferListItem`, which the shipped types once imported;
+//   a default import of `node:http` once failed every consumer without `esModuleInterop`);
 //   `// @ts-expect-error` lines prove the typing also refuses what it should;
 // - runs the compiled consumer in both module modes: a request through each helper, a worker call with
 //   `transfer`, the error classes through an error handler.
 // Usage: node scripts/check-package.mjs [--keep] [--quick]: --keep leaves the scratch project for a look,
 // --quick compiles against the newest @types/node and @types/express only.
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +40,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const keep = process.argv.includes('--keep');
 const quick = process.argv.includes('--quick');
 const scratch = mkdtempSync(join(tmpdir(), 'express-fanout-pack-'));
-const tsc = join(root, 'node_modules/typescript/bin/tsc');
+const COMPILERS = {
+  5.9: join(root, 'node_modules/typescript/bin/tsc'),
+  7: join(scratch, 'node_modules/typescript/bin/tsc'),
+};
 const run = (cmd, args, opts = {}) =>
   execFileSync(cmd, args, { cwd: scratch, stdio: 'pipe', encoding: 'utf8', ...opts });
 // Shows what a failed command printed (execFileSync's own message only says it failed).
@@ -219,10 +237,23 @@ const STRICT = {
   isolatedModules: true,
   forceConsistentCasingInFileNames: true,
 };
+// `consumer` rewrites the import of Express for a project without `esModuleInterop`, as such code writes it.
+const INTEROP_IMPORT = "import express, { type ErrorRequestHandler, type Express } from 'express';";
+const REQUIRE_IMPORT = `import express = require('express');
+type ErrorRequestHandler = express.ErrorRequestHandler;
+type Express = express.Express;`;
 const PROJECTS = [
-  { dir: 'cjs', type: 'commonjs', module: 'node16', moduleResolution: 'node16', emit: true },
-  { dir: 'esm', type: 'module', module: 'nodenext', moduleResolution: 'nodenext', emit: true },
-  // The `main`/`types` fields, as TypeScript before `exports` support (and many tsconfigs today) read them.
+  { dir: 'cjs', type: 'commonjs', module: 'node16', moduleResolution: 'node16', emit: true, ts: ['5.9', 7] },
+  {
+    dir: 'esm',
+    type: 'module',
+    module: 'nodenext',
+    moduleResolution: 'nodenext',
+    emit: true,
+    ts: ['5.9', 7],
+  },
+  // The `main`/`types` fields, as TypeScript before `exports` support (and many tsconfigs today) read them,
+  // with and without `esModuleInterop` (TypeScript 5's default for `module: commonjs` is without).
   {
     dir: 'cjs-node10',
     type: 'commonjs',
@@ -230,11 +261,46 @@ const PROJECTS = [
     moduleResolution: 'node10',
     esModuleInterop: true,
     emit: false,
+    ts: ['5.9'],
+  },
+  {
+    dir: 'cjs-node10-no-interop',
+    type: 'commonjs',
+    module: 'commonjs',
+    moduleResolution: 'node10',
+    esModuleInterop: false,
+    emit: false,
+    ts: ['5.9'],
+    consumer: (text) => text.replace(INTEROP_IMPORT, REQUIRE_IMPORT),
   },
 ];
+if (!CONSUMER.includes(INTEROP_IMPORT))
+  throw new Error('check-package: the consumer no longer imports express as expected');
+
+/**
+ * A fresh copy of the source: the files git tracks or would track (nothing ignored, so no `dist/` or `build/`),
+ * with the repo's `node_modules` linked in. Packing it proves that `npm pack` on a fresh clone builds `dist/`.
+ */
+function cleanCopy() {
+  const src = join(scratch, 'src');
+  const listed = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], {
+    cwd: root,
+    encoding: 'utf8',
+  });
+  for (const file of listed.split('\0')) {
+    if (file === '' || file.startsWith('node_modules') || !existsSync(join(root, file))) continue;
+    cpSync(join(root, file), join(src, file), { recursive: true });
+  }
+  if (existsSync(join(src, 'dist'))) throw new Error('the clean copy has a dist/');
+  symlinkSync(realpathSync(join(root, 'node_modules')), join(src, 'node_modules'), 'dir');
+  return src;
+}
 
 try {
-  const packed = JSON.parse(run('npm', ['pack', root, '--json', '--pack-destination', scratch]))[0];
+  const src = cleanCopy();
+  // The `prepare` script's own output comes first on stdout; npm's JSON starts at the first line opening with `[`.
+  const packOut = run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: src });
+  const packed = JSON.parse(packOut.slice(packOut.search(/^\[/m)))[0];
   const files = packed.files.map((f) => f.path);
   const stray = files.filter((f) => /^(__tests__|lib|bench|demo-server|scripts|examples)\//.test(f));
   if (stray.length) throw new Error(`the tarball ships files it should not: ${stray.join(', ')}`);
@@ -252,12 +318,14 @@ try {
     'dist/esm/otel.mjs',
     'dist/esm/otel.d.mts',
   ]) {
-    if (!files.includes(needed)) throw new Error(`the tarball lacks ${needed} (run \`npm run build\` first)`);
+    if (!files.includes(needed)) throw new Error(`the tarball lacks ${needed}: did \`prepare\` build dist/?`);
   }
 
   writeFileSync(join(scratch, 'package.json'), '{ "name": "scratch", "private": true }\n');
   const started = Date.now();
-  npmInstall([`./${packed.filename}`, 'express@5', '@types/node@20', '@types/express@5']);
+  npmInstall([`./${packed.filename}`, 'express@5', '@types/node@20', '@types/express@5', 'typescript@7']);
+  const ts7 = installed('typescript');
+  if (!ts7.startsWith('7.')) throw new Error(`typescript@7 installed ${ts7}`);
   console.log(`  installed ${packed.filename} and its dependencies in ${Date.now() - started} ms`);
 
   const probe = `typeof m.fanout === 'function' && typeof m.gather === 'function' && new m.OverloadedError(['x'], 'y').status === 503`;
@@ -300,15 +368,16 @@ try {
     const dir = join(scratch, p.dir);
     mkdirSync(dir);
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: p.type }));
-    writeFileSync(join(dir, 'app.ts'), CONSUMER);
+    writeFileSync(join(dir, 'app.ts'), p.consumer ? p.consumer(CONSUMER) : CONSUMER);
     const { module, moduleResolution, esModuleInterop } = p;
     const compilerOptions = {
       ...STRICT,
       module,
       moduleResolution,
-      ...(esModuleInterop && { esModuleInterop }),
+      ...(esModuleInterop !== undefined && { esModuleInterop }),
     };
-    Object.assign(compilerOptions, p.emit ? { outDir: 'out' } : { noEmit: true });
+    // Each compiler writes its own output folder (`--outDir` below): they run side by side.
+    if (!p.emit) compilerOptions.noEmit = true;
     writeFileSync(
       join(dir, 'tsconfig.json'),
       JSON.stringify({ compilerOptions, files: ['app.ts'] }, null, 2),
@@ -325,16 +394,22 @@ try {
   for (const [node, express] of quick ? matrix.slice(-1) : matrix) {
     npmInstall([`@types/node@${node}`, `@types/express@${express}`]);
     const versions = `@types/node ${installed('@types/node')}, @types/express ${installed('@types/express')}`;
-    // The three compiles side by side: each spends most of its time checking @types/node.
-    const compiles = PROJECTS.map((p) =>
-      promisify(execFile)(process.execPath, [tsc, '-p', p.dir], { cwd: scratch }).then(
+    // The compiles side by side: each spends most of its time checking @types/node.
+    const jobs = PROJECTS.flatMap((p) => p.ts.map((ts) => ({ p, ts })));
+    const compiles = jobs.map(({ p, ts }) =>
+      promisify(execFile)(
+        process.execPath,
+        [COMPILERS[ts], '-p', p.dir, ...(p.emit ? ['--outDir', join(p.dir, `out-${ts}`)] : [])],
+        { cwd: scratch },
+      ).then(
         () => null,
         (error) => error,
       ),
     );
     for (const [i, error] of (await Promise.all(compiles)).entries()) {
-      const p = PROJECTS[i];
-      const label = `${p.dir} (module ${p.module}), ${versions}`;
+      const { p, ts } = jobs[i];
+      const interop = p.esModuleInterop === false ? ', no esModuleInterop' : '';
+      const label = `TypeScript ${ts === 7 ? ts7 : ts}, ${p.dir} (module ${p.module}${interop}), ${versions}`;
       console.log(`  strict TypeScript, skipLibCheck false: ${error ? 'FAILS' : 'compiles'}: ${label}`);
       if (error) failures.push(`${label}:\n${explain(error)}`);
     }
@@ -343,8 +418,8 @@ try {
     throw new Error(`the shipped declarations fail a strict consumer:\n${failures.join('\n')}`);
 
   // The last compile's output, run: the declarations describe what the code does, in both module systems.
-  for (const p of PROJECTS.filter((x) => x.emit)) {
-    const main = join(scratch, p.dir, 'out', 'app.js');
+  for (const { p, ts } of PROJECTS.filter((x) => x.emit).flatMap((p) => p.ts.map((ts) => ({ p, ts })))) {
+    const main = join(scratch, p.dir, `out-${ts}`, 'app.js');
     const load =
       p.type === 'module'
         ? `import(${JSON.stringify(main)}).then((m) => m.main())`
@@ -354,10 +429,10 @@ try {
     );
     if (JSON.stringify(out) !== JSON.stringify(EXPECTED)) {
       throw new Error(
-        `the compiled ${p.dir} consumer answered\n${JSON.stringify(out)}\ninstead of\n${JSON.stringify(EXPECTED)}`,
+        `the ${p.dir} consumer compiled by TypeScript ${ts} answered\n${JSON.stringify(out)}\ninstead of\n${JSON.stringify(EXPECTED)}`,
       );
     }
-    console.log(`  the compiled ${p.dir} consumer serves every route as expected`);
+    console.log(`  the ${p.dir} consumer compiled by TypeScript ${ts} serves every route as expected`);
   }
 } catch (error) {
   console.error(error.stdout !== undefined ? explain(error) : error.message);

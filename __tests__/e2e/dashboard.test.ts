@@ -180,7 +180,7 @@ async function startDemo(dataDir: string): Promise<Demo> {
     const result = await page.locator('#burst-result').innerText();
     expect(result).toMatch(/^500 requests in [\d.]+ ms: /);
     expect(result).toMatch(/fallbacks: \d+/);
-    expect(result).toMatch(/tasks shed: \d+, timed out: \d+/);
+    expect(result).toMatch(/tasks shed: \d+, timed out: \d+; worker calls shed: \d+/);
     expect(result).toMatch(/event-loop delay, max: [\d.]+ ms/);
     const counted = [...result.matchAll(/(\d+) × (\d{3}|error)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
     expect(counted).toBe(500);

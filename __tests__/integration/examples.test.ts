@@ -149,7 +149,7 @@ describe('the README examples check (scripts/check-examples.mjs)', () => {
 
   beforeEach(() => {
     copy = mkdtempSync(join(tmpdir(), 'express-fanout-examples-'));
-    for (const path of ['README.md', 'examples', 'scripts/check-examples.mjs']) {
+    for (const path of ['README.md', 'docs', 'examples', 'scripts/check-examples.mjs']) {
       cpSync(join(root, path), join(copy, path), { recursive: true });
     }
   });
@@ -170,6 +170,19 @@ describe('the README examples check (scripts/check-examples.mjs)', () => {
     expect(out).toContain('const fo = fanout({ budgetMs: 50 });');
     await promisify(execFile)(process.execPath, [join(copy, 'scripts', 'check-examples.mjs'), '--write']);
     expect(readme()).toBe(readFileSync(join(root, 'README.md'), 'utf8'));
+  });
+
+  it('checks the guides in docs/ too: a drifted block there fails naming the guide, and --write fixes it', async () => {
+    const guide = join(copy, 'docs', 'request-helper.md');
+    writeFileSync(
+      guide,
+      readFileSync(guide, 'utf8').replace('fanout({ budgetMs: 300 })', 'fanout({ budgetMs: 30 })'),
+    );
+    const { code, out } = await check();
+    expect(code).toBe(1);
+    expect(out).toMatch(/docs\/request-helper\.md:\d+: differs from examples\/settle\.ts line \d+:/);
+    await promisify(execFile)(process.execPath, [join(copy, 'scripts', 'check-examples.mjs'), '--write']);
+    expect(readFileSync(guide, 'utf8')).toBe(readFileSync(join(root, 'docs', 'request-helper.md'), 'utf8'));
   });
 
   it('fails on a TypeScript block without its marker, and on an example file the README never shows', async () => {

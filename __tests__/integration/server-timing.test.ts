@@ -7,7 +7,43 @@ import { parseServerTiming, report, useHarness } from './helpers/harness';
 const ENTRY = /^[A-Za-z0-9_.-]+;dur=\d+(\.\d+)?(;desc="[a-z0-9 .;]+")?$/;
 
 describe.each(expressVersions)('Server-Timing (%s)', (_version, express) => {
-  const { serve } = useHarness(express);
+  const { serve, onCleanup } = useHarness(express);
+
+  /** The app's instance runs `outer` before the router; the router's own instance runs `inner`. */
+  const twoInstances = (outerTiming: boolean, innerTiming: boolean) =>
+    serve({ serverTiming: outerTiming }, (app) => {
+      app.use((req, _res, next) => void req.fanout.run(() => 1, 'outer').then(() => next(), next));
+      const router = express.Router();
+      const inner = fanout({ serverTiming: innerTiming });
+      onCleanup(() => inner.close());
+      router.use(inner);
+      router.get(
+        '/',
+        report(async (req) => req.fanout.all({ inner: () => 2 })),
+      );
+      app.use('/r', router);
+    });
+
+  it('writes one total when two different fanout() instances handle one request', async () => {
+    const { http } = await twoInstances(true, true);
+    const res = await http.get('/r').expect(200);
+    const names = parseServerTiming(res.headers['server-timing']).map((e) => e.name);
+    expect(names.filter((n) => n === 'total')).toHaveLength(1);
+    expect(names.at(-1)).toBe('total');
+    expect(names.sort()).toEqual(['inner', 'outer', 'total']);
+  });
+
+  it.each([
+    [false, true, ['inner', 'total']],
+    [true, false, ['outer', 'total']],
+  ])(
+    'writes one total when only one of two instances times (outer %p, inner %p)',
+    async (outerTiming, innerTiming, expected) => {
+      const { http } = await twoInstances(outerTiming, innerTiming);
+      const res = await http.get('/r').expect(200);
+      expect(parseServerTiming(res.headers['server-timing']).map((e) => e.name)).toEqual(expected);
+    },
+  );
 
   it('has one entry per task with its duration, plus a total', async () => {
     const { http } = await serve({ serverTiming: true }, (app) =>

@@ -202,6 +202,22 @@ describe.each(expressVersions)('task validation (%s)', (_version, express) => {
       expect(() => gather({ a: () => 1 }, { map: 'x' as never })).toThrow(TypeError);
     });
 
+    it('throws a TypeError with a did-you-mean for an unknown option (`stauts` was silently accepted)', () => {
+      const build = () => gather({ a: () => 1 }, { stauts: 201 } as never);
+      expect(build).toThrow(TypeError);
+      expect(build).toThrow('Unknown option `stauts`. Did you mean `status`?');
+      expect(() => gather({ a: () => 1 }, { zzzzzz: 1 } as never)).toThrow(
+        'Unknown option `zzzzzz`. Known options: `status`, `map`',
+      );
+    });
+
+    it.each([[null], [201], ['x'], [[]]])(
+      'throws a TypeError for options %p that are not an object',
+      (options) => {
+        expect(() => gather({ a: () => 1 }, options as never)).toThrow(/options of `gather\(\)`/);
+      },
+    );
+
     it('throws a TypeError for tasks that are neither an object nor a function', () => {
       expect(() => gather(42 as never)).toThrow(TypeError);
     });

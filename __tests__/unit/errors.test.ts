@@ -8,6 +8,8 @@ import {
   WorkerCrashedError,
   WorkerScriptError,
 } from 'express-fanout';
+import * as entry from 'express-fanout';
+import * as errorsModule from '../../lib/errors';
 import { quietly } from '../../lib/errors';
 
 describe('errors', () => {
@@ -111,6 +113,36 @@ describe('errors', () => {
     expect(crashed).toBeInstanceOf(TaskFailedError);
     expect(crashed.status).toBe(502);
     expect(new WorkerScriptError('missing').status).toBe(500);
+  });
+
+  it('exports every error class from the package entry, each a FanoutError with its status', () => {
+    const classes = Object.entries(entry).filter(
+      ([, value]) => typeof value === 'function' && value.prototype instanceof Error,
+    );
+    // Every class of lib/errors.ts (and DownstreamError of lib/fetch.ts) is reachable from the package entry.
+    const declared = Object.entries(errorsModule).filter(
+      ([, value]) => typeof value === 'function' && value.prototype instanceof Error,
+    );
+    for (const [name] of declared) expect(entry).toHaveProperty(name);
+    expect(classes.map(([name]) => name).sort()).toEqual(
+      [
+        'BudgetExceededError',
+        'CallTooLargeError',
+        'ClientClosedError',
+        'DownstreamError',
+        'FanoutError',
+        'OverloadedError',
+        'SiblingFailedError',
+        'TaskFailedError',
+        'TaskSkippedError',
+        'WorkerArgumentsError',
+        'WorkerCrashedError',
+        'WorkerScriptError',
+      ].sort(),
+    );
+    const tooLarge = new entry.CallTooLargeError(['a', 'b'], 1, 'perRequest 1 + maxQueue 0');
+    expect(tooLarge).toBeInstanceOf(entry.FanoutError);
+    expect(tooLarge.status).toBe(500);
   });
 
   it('a FanoutError built by hand carries what it is given', () => {

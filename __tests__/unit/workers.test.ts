@@ -7,7 +7,12 @@ import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import vm from 'node:vm';
 import { MessageChannel } from 'node:worker_threads';
-import { OverloadedError, WorkerCrashedError, WorkerScriptError } from '../../lib/errors';
+import {
+  OverloadedError,
+  WorkerArgumentsError,
+  WorkerCrashedError,
+  WorkerScriptError,
+} from '../../lib/errors';
 import type { WorkerOptions } from '../../lib/types';
 import { WorkerPool, resolveWorkerOptions } from '../../lib/workers';
 
@@ -171,7 +176,7 @@ describe('WorkerPool', () => {
     const pool = makePool({ minWorkers: 1 });
     await sleep(50);
     expect(threadHandles()).toBe(baselineThreads);
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     await expect(pool.exec('add', [2, 3], { task: 'sum' })).resolves.toBe(5);
     expect(threadHandles()).toBeGreaterThan(baselineThreads);
   });
@@ -186,7 +191,7 @@ describe('WorkerPool', () => {
       d: new Date(0),
     });
     await expect(pool.exec('sleep', [20], { task: 'nap' })).resolves.toBe(20);
-    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
   });
 
   it('loads an ES module script', async () => {
@@ -237,12 +242,23 @@ describe('WorkerPool', () => {
     await expect(none.exec('workerData', [], { task: 'config' })).resolves.toBeUndefined();
   });
 
-  it('loads a TypeScript script from its source with a --require hook in execArgv', async () => {
+  it('loads a TypeScript script from its source with a --require hook in execArgv (what the .ts hint says)', async () => {
     const pool = makePool({
       script: fixture('worker-typed.ts'),
       execArgv: ['--require', require.resolve('tsx/cjs')],
     });
     await expect(pool.exec('square', [7], { task: 'square' })).resolves.toBe(49);
+  });
+
+  it('tells how to run a .ts worker script that fails to load: compile it or give the threads a loader', async () => {
+    const pool = makePool({ script: fixture('worker-typed.ts'), execArgv: [] });
+    const error = await rejection(pool.exec('square', [7], { task: 'square' }));
+    expect(error).toBeInstanceOf(WorkerScriptError);
+    expect((error as Error).message).toMatch(/^The worker script `worker-typed.ts` failed to load: /);
+    expect((error as Error).message).toContain(
+      '. It is a TypeScript file: compile it and point `workers.script` at the `.js` output, or give the threads ' +
+        "tsx's require hook: `workers: { script, execArgv: ['--require', 'tsx/cjs'] }`",
+    );
   });
 
   it('transfers the buffers listed in `transfer`', async () => {
@@ -284,6 +300,8 @@ describe('WorkerPool', () => {
       'Task `lookup` calls `nope`, which the worker script `worker-methods.js` does not register with ' +
         'workerpool.worker({ ... })',
     );
+    // The message names the task: so does `error.tasks` (it was empty).
+    expect((error as WorkerScriptError).tasks).toEqual(['lookup']);
     await expect(pool.exec('add', [1, 2], { task: 'sum' })).resolves.toBe(3);
   });
 
@@ -386,7 +404,7 @@ describe('WorkerPool', () => {
       pool.exec('mark', [join(tmp, 'never'), 'x'], { task: 'late', signal: AbortSignal.abort(reason) }),
     );
     expect(error).toBe(reason);
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
   });
 
@@ -543,7 +561,9 @@ describe('WorkerPool', () => {
     try {
       for (const [args, options, detail] of cases) {
         const error = await rejection(pool.exec('echo', args, { task: 'send', ...options }));
-        expect(error).toBeInstanceOf(TypeError);
+        // A programming error, 500, naming the task and the argument (it was a TypeError, which all() made a 502).
+        expect(error).toBeInstanceOf(WorkerArgumentsError);
+        expect(error).toMatchObject({ status: 500, tasks: ['send'] });
         expect((error as Error).message).toMatch(
           /^Task `send` cannot send its arguments to a worker thread: /,
         );
@@ -641,7 +661,7 @@ describe('WorkerPool', () => {
     expect(await runningError).toMatchObject({
       message: 'Task `running` shed: the worker pool closed while it ran',
     });
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
     expect(readFileSync(log, 'utf8')).toBe('');
 

@@ -50,9 +50,16 @@ const MIN_AT_MS = 1;
  * after the request's first task (`at 201.5 ms`). Written just before the headers go out, in at most `maxBytes` (ASCII:
  * names are rewritten as tokens). Runs on every response of a request that fanned out, so it is one loop and
  * string concatenation: no closures, no `toFixed`, and a name is rewritten only when it is not already a
- * short token.
+ * short token. One response has one `total` whatever the number of `fanout()` instances that saw it (an
+ * inner one writes its entries without it); callers read `total` by that name: do not rename it.
  */
-export function serverTimingOf(scope: TimedRequest, include: Include = null, maxBytes = MAX_BYTES): string {
+export function serverTimingOf(
+  scope: TimedRequest,
+  include: Include = null,
+  maxBytes = MAX_BYTES,
+  /** Whether to end with the `total` entry: an inner `fanout()` instance leaves it to the outer one. */
+  withTotal = true,
+): string {
   const now = performance.now();
   const tasks = scope.tasks;
   const room = maxBytes - TAIL_BYTES;
@@ -83,7 +90,7 @@ export function serverTimingOf(scope: TimedRequest, include: Include = null, max
     }
   }
   if (hidden > 0) out += `more;desc="${hidden} more tasks", `;
-  return `${out}total;dur=${tenths(now - scope.arrival)}`;
+  return withTotal ? `${out}total;dur=${tenths(now - scope.arrival)}` : out.slice(0, -2);
 }
 
 function included(include: (name: string) => boolean, name: string): boolean {

@@ -1,6 +1,7 @@
 import { basename, dirname, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { WorkerScriptError } from '../errors';
+import { didYouMean } from '../options';
 import { LOAD_FAILURE } from './bootstrap';
 
 const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {
@@ -12,6 +13,17 @@ const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {
   EvalError,
   URIError,
 };
+
+/** A TypeScript source file, which Node.js 20 cannot run as it is. */
+const TYPESCRIPT = /\.[cm]?ts$/;
+/**
+ * What a `.ts` worker script that failed to load is told: the two ways to run it. A require hook, because the
+ * thread's bootstrap `require()`s the script first; `--import tsx` in the threads' `execArgv` does not load it
+ * on Node.js 20 (tried).
+ */
+const TYPESCRIPT_HINT =
+  '. It is a TypeScript file: compile it and point `workers.script` at the `.js` output, or give the threads ' +
+  "tsx's require hook: `workers: { script, execArgv: ['--require', 'tsx/cjs'] }`";
 
 /**
  * Turns what a thread reports (a method's error, a load failure) into main-thread errors, with the script's
@@ -42,13 +54,20 @@ export class ScriptErrors {
     return new WorkerScriptError(
       `Task \`${task}\` needs a worker thread, but \`workers.script\` is not set: ` +
         'pass fanout({ workers: { script } }) with a script that calls workerpool.worker({ ... })',
+      undefined,
+      [task],
     );
   }
 
-  unknownMethod(task: string, method: string): WorkerScriptError {
+  /** `methods`: the names the script registers, when known, for a "did you mean". */
+  unknownMethod(task: string, method: string, methods?: readonly string[]): WorkerScriptError {
+    const guess = methods && didYouMean(method, methods);
     return new WorkerScriptError(
       `Task \`${task}\` calls \`${method}\`, which the worker script \`${this.name}\` does not register ` +
-        'with workerpool.worker({ ... })',
+        'with workerpool.worker({ ... })' +
+        (guess ? `. Did you mean \`${guess}\`?` : ''),
+      undefined,
+      [task],
     );
   }
 
@@ -71,7 +90,8 @@ export class ScriptErrors {
     const location = this.#location(String(failure.stack ?? ''));
     return new WorkerScriptError(
       `The worker script \`${this.name}\` failed to load: ${cause.name}: ${cause.message}` +
-        (location ? ` (at ${location})` : ''),
+        (location ? ` (at ${location})` : '') +
+        (TYPESCRIPT.test(this.name) ? TYPESCRIPT_HINT : ''),
       cause,
     );
   }
