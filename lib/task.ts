@@ -119,8 +119,8 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   ) {
     this.submittedAt = now;
     this.deadline = host.deadline;
-    this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
     this.slotless = WORKER_ONLY.has(def.run);
+    this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 
