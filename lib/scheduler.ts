@@ -35,13 +35,14 @@ export { Bulkhead, Lane, type BulkheadStats, type Job } from './bulkhead';
  * A running job may lend its slot back while it waits on something that has slots of its own (a task waiting
  * for a worker thread): {@link Scheduler.lend}, then {@link Scheduler.retake} at the front of its queue, or
  * {@link Scheduler.returned} if it ends meanwhile. The worker pool runs a second scheduler of this class, one slot
- * per thread, so worker calls are served in the requests' arrival order too.
+ * per thread and an admission policy of its own, so worker calls are served in the requests' arrival order and
+ * admitted by the same rules.
  */
 
 /** What {@link Scheduler.submit} did with a job. */
 export type Admission = 'started' | 'queued' | 'shed';
 
-/** The admission policy and the adaptive limit, both optional (the worker pool's scheduler has neither). */
+/** The admission policy and the adaptive limit, both optional (the worker pool's scheduler has admission only). */
 export interface SchedulerPolicy {
   /** The default bulkhead's admission policy and adaptive limit (without `partition`). */
   admission?: AdmissionPolicy;

@@ -85,8 +85,7 @@ export interface FanoutOptions {
    * `OverloadedError` with `Retry-After`, before anything per-request is built), but only while the time they
    * would spend in the process breaks their budget. It judges requests only while the loop is hot (its delay
    * stayed above `targetMs` for `intervalMs`; it cools after `intervalMs` below it) and busy (utilisation at
-   * least `utilization`), and for a second after a shed. It sheds a request when the loop's delay alone reaches
-   * its budget, or when more requests are in flight than the recent best throughput times the no-load latency
+   * least `utilization`), and for a second after a shed. It sheds a request when more requests are in flight than the recent best throughput times the no-load latency
    * says fit (go-zero's check) and Little's law says its wait would break its budget. A surge the loop still
    * answers within the budget is never shed. `stats().eventLoop` shows it. `false`: no door (the event-loop
    * monitor is not started for it).
@@ -739,6 +738,8 @@ export interface EventLoopStats {
   shedding: boolean;
   /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
   shed: number;
+  /** Requests the door let in whose response has not ended yet (0 with `eventLoop: false`). */
+  inFlight: number;
 }
 
 /** `stats().dependencies[name]`: one dependency's bulkhead. */
@@ -775,7 +776,15 @@ export interface FanoutMiddleware {
     res: import('express').Response,
     next: import('express').NextFunction,
   ): void;
-  /** Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers. */
+  /**
+   * Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers.
+   *
+   * With fake timers (jest's, sinon's): the deadline and grace timers of a request are the clock's that was
+   * installed when they were set. Close the middleware while that fake clock still runs, and advance it past
+   * `graceMs` (`const closed = fo.close(); await jest.advanceTimersByTimeAsync(graceMs); await closed;`), then
+   * switch back to real timers. After `jest.useRealTimers()`, a task that ignored its abort signal is
+   * written off by a fake timer that no longer runs, so `close()` would wait for it until the test times out.
+   */
   close(): Promise<void>;
   stats(): FanoutStats;
   /**

@@ -26,7 +26,13 @@ const zeroStats: FanoutStats = {
   workers: { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
   transit: {},
   // The loop's readings are live; the door has shed nothing.
-  eventLoop: { delayMs: expect.any(Number), utilization: expect.any(Number), shedding: false, shed: 0 },
+  eventLoop: {
+    delayMs: expect.any(Number),
+    utilization: expect.any(Number),
+    shedding: false,
+    shed: 0,
+    inFlight: 0,
+  },
 };
 
 describe.each(expressVersions)('middleware (%s)', (_version, express) => {
