@@ -14,15 +14,27 @@ import { renderTraceSvg } from './report/trace-svg';
 import { blockingScenario } from './scenarios/blocking';
 import { mixedScenario } from './scenarios/mixed';
 import { heavyTailScenario } from './scenarios/heavy-tail';
+import { hotPathScenario } from './scenarios/hot-path';
 import { tailScenario } from './scenarios/tail';
 import { overheadScenario } from './scenarios/overhead';
 import { overloadScenario } from './scenarios/overload';
+import { PRESSURE_SCENARIOS, pressureSteps } from './scenarios/pressure-steps';
 import { fullPlan, quickPlan } from './scenarios/plan';
 import { storyScenarios } from './scenarios/story';
 import type { Environment, ScenarioResult } from './scenarios/types';
 import { packagePaths } from './scenarios/variant';
 
-const SCENARIOS = ['story', 'overhead', 'heavy-tail', 'overload', 'blocking', 'mixed', 'tail'] as const;
+const SCENARIOS = [
+  'story',
+  'overhead',
+  'heavy-tail',
+  'overload',
+  'blocking',
+  'mixed',
+  'tail',
+  ...PRESSURE_SCENARIOS,
+  'hot-path',
+] as const;
 type ScenarioId = (typeof SCENARIOS)[number];
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --only ${SCENARIOS.join(',')}] [-- --strict]
@@ -31,7 +43,12 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --only ${SCENARIOS.join(','
   --strict  exit 1 when a target does not hold
   BENCH_PYTHON=/path/to/python3 picks the interpreter of the FastAPI peer (default: python3, then /usr/bin/python3)`;
 
-function parseArgs(argv: string[]): { quick: boolean; strict: boolean; only: Set<ScenarioId> } {
+function parseArgs(argv: string[]): {
+  quick: boolean;
+  strict: boolean;
+  only: Set<ScenarioId>;
+  partial: boolean;
+} {
   let quick = false;
   let strict = false;
   let only = new Set<ScenarioId>(SCENARIOS);
@@ -54,7 +71,12 @@ function parseArgs(argv: string[]): { quick: boolean; strict: boolean; only: Set
       process.exit(0);
     } else throw new Error(`Unknown argument \`${arg}\`\n${USAGE}`);
   }
-  return { quick, strict, only };
+  const partial = only.size < SCENARIOS.length;
+  // The pressure scenarios take minutes: a --quick run (CI's) leaves them out unless --only names them.
+  if (quick && !partial) {
+    only = new Set(SCENARIOS.filter((id) => !(PRESSURE_SCENARIOS as readonly string[]).includes(id)));
+  }
+  return { quick, strict, only, partial };
 }
 
 // A safety net over the per-load bounds: past it, the scenarios not yet started are skipped, with a line saying so.
@@ -97,6 +119,8 @@ async function main(): Promise<number> {
     ['blocking', '5. Blocking work', () => blockingScenario(plan, env)],
     ['mixed', '6. Mixed IO and CPU', () => mixedScenario(plan, env)],
     ['tail', '7. Winning the tail back', () => tailScenario(plan, env)],
+    ['hot-path', '8. Hot path and cost growth (no HTTP)', () => hotPathScenario(plan, env)],
+    ...pressureSteps(plan, env),
   ];
   for (const [id, title, run] of steps) {
     if (!args.only.has(id)) continue;
@@ -134,7 +158,7 @@ async function main(): Promise<number> {
     skippedScenarios,
   };
   // A --quick run never replaces the full results, nor does a run of some scenarios only.
-  const name = `${args.quick ? 'quick' : 'latest'}${args.only.size < SCENARIOS.length ? '-partial' : ''}`;
+  const name = `${args.quick ? 'quick' : 'latest'}${args.partial ? '-partial' : ''}`;
   const dir = join(benchDir, 'results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(

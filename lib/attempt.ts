@@ -2,9 +2,10 @@ import { performance } from 'node:perf_hooks';
 import { isInstance, OverloadedError } from './errors';
 import { clear, epochOf, remaining, timerIn } from './deadline';
 import { downstreamOutcome, fetchWithin } from './fetch';
+import { originArgument } from './transit';
 import { RUN_LIMITED } from './fleet-limit';
 import type { Runtime } from './runtime';
-import type { Job, Lane } from './scheduler';
+import type { Bulkhead, Job, Lane } from './scheduler';
 import type {
   TaskContext,
   TaskFn,
@@ -24,10 +25,11 @@ export interface AttemptOwner {
   readonly def: { readonly run: TaskFn };
   readonly runtime: Runtime;
   readonly lane: Lane;
+  readonly bulkhead: Bulkhead;
   readonly slotless: boolean;
   readonly executionDeadline: number;
   readonly results: Record<string, unknown>;
-  readonly request: { outboundHeaders(deadline: number): Record<string, string> };
+  readonly request: { outboundHeaders(deadline: number, origin?: string): Record<string, string> };
   /** Observers' probe around each call of `run` (`fo.observe()`), or null. */
   readonly probe: TaskProbe | null;
   attemptStarted(attempt: Attempt): void;
@@ -54,6 +56,8 @@ export class Attempt implements Job {
   queued = false;
   /** When it got its slot (set by the scheduler, which samples the time it held it); `NaN` skips the sample. */
   startedAt = 0;
+  /** The loop monitor's delay total when it got its slot (set by the scheduler). */
+  loopAt = 0;
   readonly submittedAt: number;
   /** When it started running, performance ms; 0 before. */
   ranAt = 0;
@@ -70,19 +74,28 @@ export class Attempt implements Job {
   private aborted = false;
   private timer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  /** What `ctx.fetch()` lets go of when the attempt settles (its link to a caller's own signal). */
+  private disposals: Array<() => void> | null = null;
 
   constructor(
     readonly task: AttemptOwner,
     /** `ctx.attempt`: 0 for the first, then one more for every retry or hedge. */
     readonly index: number,
     readonly hedge: boolean,
+    /** When it was submitted, performance ms: its task's clock read, when it was just made. */
+    submittedAt = performance.now(),
   ) {
-    this.submittedAt = performance.now();
+    this.submittedAt = submittedAt;
   }
 
   /** Its task's name (the scheduler keeps service times per name). */
   get name(): string {
     return this.task.name;
+  }
+
+  /** Its dependency's bulkhead: its task's. */
+  get bulkhead(): Bulkhead {
+    return this.task.bulkhead;
   }
 
   /** What the admission policy reads: the task's deadline (the latest waiter's for a shared execution). */
@@ -157,6 +170,7 @@ export class Attempt implements Job {
       }
       this.running = false;
       this.releaseSlot();
+      if (this.disposals !== null) for (const dispose of this.disposals.splice(0)) dispose();
       if (!this.ended) {
         this.ended = true;
         this.timer = clear(this.timer);
@@ -194,6 +208,13 @@ export class Attempt implements Job {
     this.task.attemptDropped(this, detail);
   }
 
+  /** Runs `dispose` when the attempt's promise settles (an abort reaches it through the signal); false if it did. */
+  atEnd(dispose: () => void): boolean {
+    if (this.ended && !this.running) return false;
+    (this.disposals ??= []).push(dispose);
+    return true;
+  }
+
   /** Created on first read of `ctx.signal`: tasks that never look at it cost no controller. */
   get signal(): AbortSignal {
     if (!this.controller) {
@@ -221,6 +242,7 @@ export class Attempt implements Job {
       result = task.runtime.workerPool().exec<T>(method, args, {
         task: task.name,
         signal: this.signal,
+        deadline: this.deadline,
         arrival: lane.arrival,
         lane: lane.id,
         onStart: () => task.threadStarted(this, performance.now() - asked),
@@ -244,7 +266,7 @@ export class Attempt implements Job {
     this.holdsSlot = false;
     this.lentSlot = true;
     this.startedAt = Number.NaN;
-    this.task.runtime.scheduler.lend(this.task.lane);
+    this.task.runtime.scheduler.lend(this.task.lane, this);
   }
 
   /** Takes the lent slot back; resolves once the attempt holds it again, or at once if it ended meanwhile. */
@@ -252,6 +274,7 @@ export class Attempt implements Job {
     if (!this.lentSlot) return Promise.resolve();
     if (this.retaking) return this.retaking;
     const lane = this.task.lane;
+    const bulkhead = this.task.bulkhead;
     const scheduler = this.task.runtime.scheduler;
     if (this.ended) {
       this.lentSlot = false;
@@ -264,12 +287,13 @@ export class Attempt implements Job {
         nextJob: null,
         prevJob: null,
         queued: false,
+        bulkhead,
         start: () => {
           signal.removeEventListener('abort', onEnded);
           this.retaking = null;
           this.lentSlot = false;
           // Ended while it waited: nothing needs the slot; give it back off the scheduler's stack.
-          if (this.ended) queueMicrotask(() => scheduler.release(lane));
+          if (this.ended) queueMicrotask(() => scheduler.release(lane, undefined, bulkhead));
           else this.holdsSlot = true;
           resolve();
         },
@@ -354,21 +378,21 @@ class Context implements TaskContext {
     return this.of.index;
   }
 
-  get headers(): () => Record<string, string> {
+  get headers(): TaskContext['headers'] {
     const task = this.of.task;
-    return () => task.request.outboundHeaders(task.executionDeadline);
+    return (url) => task.request.outboundHeaders(task.executionDeadline, originArgument(url));
   }
 
   get fetch(): TaskContext['fetch'] {
     const attempt = this.of;
+    const task = attempt.task;
     return (url, init) =>
-      fetchWithin(
-        attempt.task.name,
-        url,
-        init,
-        attempt.signal,
-        attempt.task.request.outboundHeaders(attempt.task.executionDeadline),
-      );
+      fetchWithin(task.name, url, init, {
+        signal: attempt.signal,
+        budget: (origin) => task.request.outboundHeaders(task.executionDeadline, origin),
+        transits: task.runtime.transits,
+        atEnd: (dispose) => attempt.atEnd(dispose),
+      });
   }
 
   /** A task with `limit` (task-def.ts wraps its `run`): waits for a fleet permit, runs, gives it back. */

@@ -15,6 +15,7 @@ import {
 } from './errors';
 import { clear, timerIn } from './deadline';
 import type { TaskDef } from './task-def';
+import type { Bulkhead } from './scheduler';
 import { TaskRun, type RequestHost, type TaskHost } from './task';
 import type { Settled, TaskStatus } from './types';
 
@@ -61,22 +62,29 @@ export class Call implements TaskHost {
       this.resolve = resolve;
       this.reject = reject;
     });
+    const now = performance.now();
     let deadline = scope.deadlineAt;
-    if (budgetMs !== undefined && performance.now() + budgetMs < deadline) {
-      deadline = performance.now() + budgetMs;
+    if (budgetMs !== undefined && now + budgetMs < deadline) {
+      deadline = now + budgetMs;
       this.budgetMs = budgetMs;
       this.timer = timerIn(budgetMs, onCallDeadline, this);
     }
     this.deadline = deadline;
     const tasks = (this.tasks = new Array<TaskRun>(defs.length));
-    for (let i = 0; i < defs.length; i++) tasks[i] = new TaskRun(this, defs[i]!);
+    for (let i = 0; i < defs.length; i++) tasks[i] = new TaskRun(this, defs[i]!, now);
     for (let i = 0; i < defs.length; i++) {
+      const after = defs[i]!.after;
+      if (after.length === 0) continue;
+      // Lists only for tasks with `after` and the tasks they wait on: the others keep the shared empty ones.
       const task = tasks[i]!;
-      for (const dep of defs[i]!.after) {
-        task.deps.push(tasks[dep]!);
-        tasks[dep]!.dependents.push(task);
+      const deps = new Array<TaskRun>(after.length);
+      for (let j = 0; j < after.length; j++) {
+        const dep = (deps[j] = tasks[after[j]!]!);
+        if (dep.dependents.length === 0) dep.dependents = [task];
+        else dep.dependents.push(task);
       }
-      task.pendingDeps = task.deps.length;
+      task.deps = deps;
+      task.pendingDeps = deps.length;
     }
     this.remaining = tasks.length;
   }
@@ -99,15 +107,29 @@ export class Call implements TaskHost {
   private admitWhole(): boolean {
     const scope = this.scope;
     const { scheduler, closed } = scope.runtime;
-    const room = scheduler.capacity(scope.lane, this.deadline);
-    let ready = 0;
+    if (closed || scope.over) return false;
+    // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
+    // elsewhere. One entry per distinct bulkhead, found by a scan: a call names few dependencies.
+    const groups: { bulkhead: Bulkhead; room: number; ready: number; required: number }[] = [];
     const required: TaskRun[] = [];
+    const now = performance.now();
+    let fits = true;
     for (const task of this.tasks) {
       if (task.pendingDeps !== 0) continue;
-      ready++;
-      if (!task.def.hasFallback) required.push(task);
+      const bulkhead = task.bulkhead;
+      let group = groups[0];
+      for (let i = 1; group !== undefined && group.bulkhead !== bulkhead; i++) group = groups[i];
+      if (group === undefined) {
+        const room = scheduler.capacity(scope.lane, this.deadline, bulkhead, now);
+        groups.push((group = { bulkhead, room, ready: 0, required: 0 }));
+      }
+      if (++group.ready > group.room) fits = false;
+      if (!task.def.hasFallback) {
+        required.push(task);
+        group.required++;
+      }
     }
-    if (ready <= room || closed || scope.over) return false;
+    if (fits) return false;
     const limit = Math.min(scheduler.perRequest, scheduler.concurrency) + scheduler.maxQueue;
     if (required.length > limit) {
       const detail = `perRequest ${scheduler.perRequest} + maxQueue ${scheduler.maxQueue}`;
@@ -122,13 +144,25 @@ export class Call implements TaskHost {
       this.finish(error);
       return true;
     }
-    if (required.length <= room) {
+    let short: (typeof groups)[number] | undefined;
+    for (const group of groups) if (group.required > group.room) short ??= group;
+    if (short === undefined) {
       for (const task of required) task.submit();
       for (const task of this.tasks) if (task.pendingDeps === 0 && task.def.hasFallback) task.submit();
       return true;
     }
-    const refused = required.slice(room).map((task) => task.name);
-    const detail = `no room for the ${required.length} required tasks of the call ${scheduler.occupancy()}`;
+    // The required tasks beyond their dependency's room, in the call's order.
+    const refused: string[] = [];
+    for (const group of groups) {
+      if (group.required <= group.room) continue;
+      let skip = group.room;
+      for (const task of required) {
+        if (task.bulkhead !== group.bulkhead) continue;
+        if (skip > 0) skip--;
+        else refused.push(task.name);
+      }
+    }
+    const detail = `no room for the ${required.length} required tasks of the call ${scheduler.occupancy(short.bulkhead)}`;
     this.settleAll(() => {
       for (const task of this.tasks) {
         task.settle(
@@ -153,7 +187,10 @@ export class Call implements TaskHost {
     this.scope.runtime.count(task);
     if (this.bulk || this.done) return;
     if (task.status === 'fulfilled' || task.usedFallback) {
-      for (const dependent of task.dependents) {
+      // Indexed: a for-of over the shared empty list allocated an iterator for every task without dependents.
+      const dependents = task.dependents;
+      for (let i = 0; i < dependents.length; i++) {
+        const dependent = dependents[i]!;
         if (--dependent.pendingDeps === 0) {
           dependent.results = valuesOf(dependent.deps);
           dependent.submit();

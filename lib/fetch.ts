@@ -1,4 +1,8 @@
+import { performance } from 'node:perf_hooks';
 import { FanoutError, isInstance } from './errors';
+import { watchConnections } from './connect-timing';
+import { originOf, type Transits } from './transit';
+import { reportedWorkMs } from './work-time-header';
 
 /**
  * `ctx.fetch()`: the global `fetch` for a call to another service, with the attempt's signal and the budget
@@ -59,26 +63,55 @@ export function downstreamOutcome(error: unknown): DownstreamOutcome | undefined
   return isInstance(error, DownstreamError) ? error.outcome : undefined;
 }
 
+/** What `ctx.fetch()` needs of its attempt (attempt.ts passes it; nothing here imports the attempt). */
+export interface FetchHost {
+  /** The attempt's signal: aborting it aborts the call and its body. */
+  readonly signal: AbortSignal;
+  /** The budget header for a call to `origin` (the learned transit taken off when the origin is known). */
+  budget(origin: string | undefined): Record<string, string>;
+  /** Where round trips and reported work times are learned. */
+  readonly transits: Transits;
+  /** Runs `dispose` once when the attempt ends; false when it has ended already. */
+  atEnd(dispose: () => void): boolean;
+}
+
 /**
- * Calls `fetch(url, init)` with `signal` (combined with `init.signal` when there is one) and `budget` merged
- * into the headers (the budget header wins over one in `init`). Resolves with the `Response` below 500 and for
+ * Calls `fetch(url, init)` with the attempt's signal (combined with `init.signal` when there is one) and the
+ * budget header merged into the headers (it wins over one in `init`). Learns the transit to the URL's origin
+ * from the answer (its round trip minus the work time it reports, transit.ts), 5xx answers included: a
+ * callee's 504 is exactly the answer that must arrive in time. Resolves with the `Response` below 500 and for
  * a 499 rejects; rejects with a {@link DownstreamError} for a 5xx, after cancelling its body.
  */
 export async function fetchWithin(
   task: string | undefined,
   url: string | URL,
   init: RequestInit | undefined,
-  signal: AbortSignal,
-  budget: Record<string, string>,
+  host: FetchHost,
 ): Promise<Response> {
+  const origin = originOf(url);
   const headers = new Headers(init?.headers);
-  for (const [name, value] of Object.entries(budget)) headers.set(name, value);
+  for (const [name, value] of Object.entries(host.budget(origin))) headers.set(name, value);
   const own = init?.signal;
-  const response = await fetch(url, {
-    ...init,
-    headers,
-    signal: own ? both(signal, own) : signal,
-  });
+  const transits = host.transits;
+  // Nothing known of the callee yet: its connection's set-up is a first estimate for the calls made meanwhile.
+  const stop =
+    origin !== undefined && transits.unknown(origin)
+      ? watchConnections(origin, (ms) => transits.connected(origin, ms, performance.now()))
+      : null;
+  let response: Response;
+  try {
+    const pending = fetch(url, { ...init, headers, signal: own ? link(host, own) : host.signal });
+    // Counted from here: the call's synchronous part (the first of a process loads undici, tens of ms) is the
+    // caller's own time, not the hop's; the request goes out after it.
+    const sentAt = performance.now();
+    response = await pending;
+    if (origin !== undefined) {
+      const now = performance.now();
+      transits.answered(origin, now - sentAt, reportedWorkMs(response.headers), now);
+    }
+  } finally {
+    stop?.();
+  }
   const status = response.status;
   if (status < 500 && status !== 499) return response;
   // Nobody reads the body of an error answer: let the connection go back to the pool.
@@ -91,22 +124,31 @@ export async function fetchWithin(
   );
 }
 
-/** A signal aborted when either is (`AbortSignal.any` from Node 20.3; a listener pair before it). */
-function both(a: AbortSignal, b: AbortSignal): AbortSignal {
-  if (typeof AbortSignal.any === 'function') return AbortSignal.any([a, b]);
+/**
+ * A signal aborted when the attempt's or the caller's own `signal` is, with no listener left on either once
+ * the attempt ends. Not `AbortSignal.any`: on Node 20 each combined signal stays registered on its sources
+ * (a caller's long-lived signal, such as a shutdown signal, gathered one per call). Until the attempt ends the
+ * link holds, so a body read after the response still stops when either signal aborts; after it, the body of
+ * a `Response` the task handed on stays readable and the caller's signal no longer reaches it.
+ */
+function link(host: FetchHost, own: AbortSignal): AbortSignal {
+  const attempt = host.signal;
+  const first = attempt.aborted ? attempt : own.aborted ? own : null;
+  if (first) return AbortSignal.abort(first.reason);
   const controller = new AbortController();
-  const first = a.aborted ? a : b.aborted ? b : null;
-  if (first) controller.abort(first.reason);
-  else {
-    const onA = (): void => controller.abort(a.reason);
-    const onB = (): void => controller.abort(b.reason);
-    a.addEventListener('abort', onA, { once: true });
-    b.addEventListener('abort', onB, { once: true });
-    controller.signal.addEventListener('abort', () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    });
-  }
+  const onAttempt = (): void => controller.abort(attempt.reason);
+  const onOwn = (): void => controller.abort(own.reason);
+  const dispose = (): void => {
+    attempt.removeEventListener('abort', onAttempt);
+    own.removeEventListener('abort', onOwn);
+    controller.signal.removeEventListener('abort', dispose);
+  };
+  // A call made after its attempt settled (a promise the task left behind): that attempt's signal never
+  // aborts any more, so the caller's own is all there is to combine.
+  if (!host.atEnd(dispose)) return own;
+  attempt.addEventListener('abort', onAttempt, { once: true });
+  own.addEventListener('abort', onOwn, { once: true });
+  controller.signal.addEventListener('abort', dispose, { once: true });
   return controller.signal;
 }
 

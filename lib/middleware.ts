@@ -1,10 +1,14 @@
 import { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { NextFunction, Request, Response } from 'express';
-import { resolveOptions } from './options';
+import { parseBudgetHeader } from './budget-header';
+import { Door } from './door';
+import { acquireLoopMonitor } from './loop-monitor';
+import { resolveOptions, type ResolvedOptions } from './options';
 import { Runtime } from './runtime';
 import { Scope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
+import { reportWork } from './work-time-header';
 
 /**
  * The middleware factory: `app.use(fanout({ budgetMs: 500 }))` gives every later handler `req.fanout`.
@@ -22,31 +26,63 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     );
     return undefined as unknown as FanoutMiddleware;
   }
-  const runtime = new Runtime(resolveOptions(options as FanoutOptions | undefined));
+  const resolved = resolveOptions(options as FanoutOptions | undefined);
+  const runtime = new Runtime(resolved);
+  const loop = resolved.eventLoop ? acquireLoopMonitor() : null;
+  const door = loop && resolved.eventLoop ? new Door(resolved.eventLoop, loop, performance.now()) : null;
+  const budgetOf = (req: IncomingMessage): number => requestBudget(req, resolved);
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const outer = Object.hasOwn(req, 'fanout') ? (req.fanout as unknown) : undefined;
+    // Own checks only: a missing symbol read would walk req's whole prototype chain (Express, http, stream).
+    const outer = Object.hasOwn(req, SCOPE)
+      ? (req as Carrier)[SCOPE]
+      : Object.hasOwn(req, 'fanout')
+        ? req.fanout
+        : undefined;
     if (outer instanceof Scope) {
       // The same instance mounted twice (app and router): the request keeps its scope, and so its budget.
       if (outer.runtime === runtime) return next();
       // Another instance below the first: its own bounds, but its clock starts at the request's first
       // sighting, and its deadline never falls after the outer one's.
       req.fanout = new Scope(runtime, req, res, outer.arrival, outer);
-    } else req.fanout = new Scope(runtime, req, res, performance.now());
+    } else {
+      const arrival = performance.now();
+      // The process's door, before anything per-request is built (door.ts).
+      const shed = door?.enter(req, res, arrival, budgetOf);
+      if (shed) return next(shed);
+      req.fanout = new Scope(runtime, req, res, arrival);
+      if (runtime.options.budgetHeader) reportWork(req, res, arrival, runtime.options.budgetHeader);
+    }
     next();
   } as FanoutMiddleware;
-  middleware.close = () => runtime.close();
-  middleware.stats = () => runtime.stats();
+  let lease = loop;
+  middleware.close = () => {
+    lease?.release();
+    lease = null;
+    return runtime.close();
+  };
+  middleware.stats = () => ({
+    ...runtime.stats(),
+    eventLoop: door
+      ? door.stats(performance.now())
+      : { delayMs: 0, utilization: 0, shedding: false, shed: 0, inFlight: 0 },
+  });
   middleware.observe = (observer) => runtime.observe(observer);
   return middleware;
 }
 
+/** Where `req.fanout` keeps the request's scope (`Symbol.for`: two copies of the package agree on it). */
+const SCOPE = Symbol.for('express-fanout.scope');
+type Carrier = { [SCOPE]?: unknown };
+
 /**
  * `req.fanout` on a request that no `fanout()` middleware saw is a clear error instead of `Cannot read
  * properties of undefined`: an accessor on `http.IncomingMessage.prototype` (which Express's requests inherit
- * from) that throws saying what to mount, shadowed by the own property the middleware sets. Installed once,
- * by the first `fanout()` call, never by importing the package.
+ * from) that throws saying what to mount. Its setter keeps the value in a symbol-keyed slot of the request: a
+ * plain store, where an own `fanout` property made by `Object.defineProperty` on every request was the
+ * package's most expensive line per request. Installed once, by the first `fanout()` call, never by importing
+ * the package.
  */
 function explainMissingFanout(): void {
   const proto = IncomingMessage.prototype as unknown as Record<string, unknown>;
@@ -54,16 +90,24 @@ function explainMissingFanout(): void {
   Object.defineProperty(proto, 'fanout', {
     configurable: true,
     enumerable: false,
-    get(): never {
+    get(this: Carrier): unknown {
+      const scope = this[SCOPE];
+      if (scope !== undefined) return scope;
       throw new TypeError(
         'express-fanout: `req.fanout` is not set on this request: mount `app.use(fanout())` (or ' +
           '`router.use(fanout())`) before the routes that use it, and after body parsers',
       );
     },
-    set(this: object, value: unknown) {
-      Object.defineProperty(this, 'fanout', { value, writable: true, enumerable: true, configurable: true });
+    set(this: Carrier, value: unknown) {
+      this[SCOPE] = value;
     },
   });
+}
+
+/** A request's budget as its scope will find it (scope.ts): the default, or the budget header's, capped. */
+function requestBudget(req: IncomingMessage, options: ResolvedOptions): number {
+  const asked = options.budgetHeader ? parseBudgetHeader(req.headers[options.budgetHeader]) : undefined;
+  return asked === undefined ? options.budgetMs : Math.min(asked, options.maxBudgetMs);
 }
 
 function looksLikeRequest(value: unknown): boolean {

@@ -1,5 +1,6 @@
 import { resolveConcurrency, type AdaptiveLimitSettings } from './adaptive-limit';
 import { resolveAdmission, type AdmissionSettings } from './admission';
+import { resolveDoor, type DoorSettings } from './door';
 import { resolveLimits, type ResolvedLimits } from './fleet-limit';
 import type { BudgetSettings } from './token-bucket';
 import type { BudgetOptions, FanoutOptions, TaskEvent } from './types';
@@ -23,6 +24,8 @@ export interface ResolvedOptions {
   maxQueue: number;
   /** Expected-wait admission and CoDel, or `false` (only `maxQueue` bounds the queue). */
   admission: AdmissionSettings | false;
+  /** The process's door (door.ts), or `false`. */
+  eventLoop: DoorSettings | false;
   graceMs: number;
   fallbackMs: number;
   /** `false`, or which tasks get an entry (`include` null: all). */
@@ -54,6 +57,7 @@ const KNOWN: readonly (keyof FanoutOptions)[] = [
   'perRequest',
   'maxQueue',
   'admission',
+  'eventLoop',
   'graceMs',
   'fallbackMs',
   'serverTiming',
@@ -123,6 +127,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     perRequest,
     maxQueue,
     admission,
+    eventLoop: resolveDoor(o.eventLoop),
     graceMs,
     fallbackMs,
     serverTiming,

@@ -1,13 +1,14 @@
 import createDebug from 'debug';
 import type { ResolvedOptions } from './options';
 import { performance } from 'node:perf_hooks';
-import { AdaptiveLimit } from './adaptive-limit';
 import { FleetLimits } from './fleet-limit';
 import { Admission } from './admission';
+import { acquireLoopMonitor, type LoopMonitorLease } from './loop-monitor';
 import { PercentileWindow } from './latency';
 import { Scheduler } from './scheduler';
 import { SingleFlight } from './single-flight';
 import { TokenBucket } from './token-bucket';
+import { Transits } from './transit';
 import type { FanoutObserver, FanoutStats, ObservedTask, TaskEvent, TaskProbe, TaskStatus } from './types';
 import { WorkerPool } from './workers';
 import { WorkerScriptError } from './errors';
@@ -29,6 +30,8 @@ export interface CountedTask {
   readonly coalesced: boolean;
   /** Its wait for a slot or threads, ms; `NaN` if it never ran. */
   readonly queuedMs: number;
+  /** Its dependency's bulkhead, which counts its sheds. */
+  readonly bulkhead: { shed: number };
   readonly probe: TaskProbe | null;
 }
 
@@ -90,14 +93,27 @@ export class Runtime {
   private observers: readonly FanoutObserver[] = [];
   observed = false;
   private readonly names = new Map<string, NameState>();
+  /** The transit learned per callee origin by `ctx.fetch()` (transit.ts). */
+  readonly transits = new Transits();
+  /** The process's event-loop monitor, held while this middleware is open (the adaptive limits read it). */
+  readonly loop: LoopMonitorLease | null;
 
   constructor(readonly options: ResolvedOptions) {
     const { adaptive, admission } = options;
     this.limits = new FleetLimits(options.limits, options.graceMs, this.counters);
-    this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue, {
-      ...(admission ? { admission: new Admission(admission) } : {}),
-      ...(adaptive ? { adaptive: new AdaptiveLimit(adaptive, performance.now()) } : {}),
-    });
+    this.loop = adaptive ? acquireLoopMonitor() : null;
+    // An adaptive limit means a bulkhead per dependency (each its own limit and admission); a fixed
+    // `concurrency` keeps one limit for every task, as the user set it.
+    this.scheduler = new Scheduler(
+      options.concurrency,
+      options.perRequest,
+      options.maxQueue,
+      adaptive
+        ? { partition: { adaptive, admission }, ...(this.loop ? { loop: this.loop } : {}) }
+        : admission
+          ? { admission: new Admission(admission) }
+          : {},
+    );
   }
 
   /** The worker pool, created on first use. */
@@ -110,7 +126,8 @@ export class Runtime {
     }
     // During close() admitted tasks still run to their end, and may need the pool for the first time.
     if (this.drained) throw new WorkerScriptError('The middleware is closed; its worker pool is gone');
-    return (this.pool = new WorkerPool(this.options.workers));
+    // Worker calls are admitted as IO tasks are (admission.ts, the same settings), by a controller of their own.
+    return (this.pool = new WorkerPool(this.options.workers, this.options.admission));
   }
 
   private name(name: string): NameState {
@@ -210,6 +227,7 @@ export class Runtime {
         break;
       case 'shed':
         c.shed++;
+        task.bulkhead.shed++;
         // `error` is whatever a failed fallback threw (null, a revoked Proxy …): only debug formats it.
         debug('shed %s: %O', task.name, task.error);
         break;
@@ -263,13 +281,18 @@ export class Runtime {
     debug('abandoned %s: it ignored its abort signal for %d ms', name, this.options.graceMs);
   }
 
-  stats(): FanoutStats {
+  /** The middleware adds `eventLoop` (the door's, middleware.ts). */
+  stats(): Omit<FanoutStats, 'eventLoop'> {
     return {
       running: this.scheduler.running,
       queued: this.scheduler.queued,
       limit: this.scheduler.limit,
       ...this.counters,
-      workers: this.pool ? this.pool.stats() : { busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 },
+      dependencies: this.scheduler.dependencies(),
+      workers: this.pool
+        ? this.pool.stats()
+        : { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
+      transit: this.transits.snapshot(performance.now()),
     };
   }
 
@@ -302,6 +325,7 @@ export class Runtime {
       })
       .then(() => {
         this.drained = true;
+        this.loop?.release();
         return this.pool?.close();
       });
     return this.closing;

@@ -13,7 +13,7 @@ import {
 } from './errors';
 import { retryHint } from './fetch';
 import type { Runtime } from './runtime';
-import type { Lane } from './scheduler';
+import type { Bulkhead, Lane } from './scheduler';
 import type { Flight, FlightWaiter } from './single-flight';
 import type { TaskDef } from './task-def';
 import type { TaskProbe, TaskStatus } from './types';
@@ -29,7 +29,7 @@ export interface RequestHost {
   readonly over: boolean;
   /** How a task submitted now must end at once because the request is over, if it is. */
   ending(name: string): { status: TaskStatus; error: FanoutError } | undefined;
-  outboundHeaders(deadline: number): Record<string, string>;
+  outboundHeaders(deadline: number, origin?: string): Record<string, string>;
 }
 
 /** What a task needs from its call (call.ts has it). */
@@ -78,10 +78,15 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   readonly probe: TaskProbe | null;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
   deadline: number;
+  /** Its dependency's bulkhead (`dependency`, else its name), resolved once: every attempt uses it. */
+  readonly bulkhead: Bulkhead;
 
-  /** Tasks of the same call waiting on this one, and how many of its own dependencies are still pending. */
-  readonly dependents: TaskRun[] = [];
-  readonly deps: TaskRun[] = [];
+  /**
+   * Tasks of the same call waiting on this one, its own dependencies, and how many of them are still pending.
+   * Shared empty lists until the call wires an `after` (call.ts): a task without one allocates none.
+   */
+  dependents: TaskRun[] = NO_TASKS;
+  deps: readonly TaskRun[] = NO_TASKS;
   pendingDeps = 0;
   results: Record<string, unknown> = EMPTY;
 
@@ -103,12 +108,19 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   private lastStatus: TaskStatus = 'rejected';
   private lastError: unknown = undefined;
 
+  /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
+  readonly slotless: boolean;
+
   constructor(
     readonly host: TaskHost,
     readonly def: TaskDef,
+    /** When its call was made, performance ms (one clock read for all the call's tasks). */
+    now: number,
   ) {
-    this.submittedAt = performance.now();
+    this.submittedAt = now;
     this.deadline = host.deadline;
+    this.slotless = WORKER_ONLY.has(def.run);
+    this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 
@@ -126,11 +138,6 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
 
   get lane(): Lane {
     return this.host.scope.lane;
-  }
-
-  /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
-  get slotless(): boolean {
-    return WORKER_ONLY.has(this.def.run);
   }
 
   /** The deadline its attempts work to: its own, or the latest waiter's once it left a shared execution. */
@@ -176,7 +183,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     if (def.hedgeMs !== undefined || def.hedgeQuantile !== undefined)
       runtime.budgets(this.name).hedge.deposit(now);
     this.state = 'queued';
-    const attempt = (this.attempt = new Attempt(this, this.attempts++, false));
+    const attempt = (this.attempt = new Attempt(this, this.attempts++, false, now));
     const scheduler = runtime.scheduler;
     if (scheduler.submit(scope.lane, attempt) === 'shed') {
       this.attempt = null;
@@ -240,7 +247,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
         );
         this.abortAttempts(lost);
       }
-      return this.finish('fulfilled', valueOrError);
+      return this.finish('fulfilled', valueOrError, now);
     }
     this.failed(status, valueOrError);
   }
@@ -364,17 +371,17 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   }
 
   /** The outcome of the task's own execution (its attempts): shared with the waiters of its key, then recorded. */
-  private finish(status: TaskStatus, valueOrError: unknown): void {
+  private finish(status: TaskStatus, valueOrError: unknown, now?: number): void {
     const flight = this.flight;
     if (flight !== null && flight.owner === this) {
       this.flight = null;
-      if (this.state !== 'settled') this.record(status, valueOrError);
+      if (this.state !== 'settled') this.record(status, valueOrError, now);
       flight.deliver(status as 'fulfilled', valueOrError);
       return;
     }
     if (this.state === 'settled') return;
     this.abortAttempts(valueOrError);
-    this.record(status, valueOrError);
+    this.record(status, valueOrError, now);
   }
 
   /**
@@ -411,10 +418,11 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.abortAttempts(reason);
   }
 
-  private record(status: TaskStatus, valueOrError: unknown): void {
+  /** `now`: the clock read of the attempt that just settled, when there is one (a read fewer a task). */
+  private record(status: TaskStatus, valueOrError: unknown, now = performance.now()): void {
     this.state = 'settled';
     this.status = status;
-    this.settledAt = performance.now();
+    this.settledAt = now;
     this.timer = clear(this.timer);
     this.hedgeTimer = clear(this.hedgeTimer);
     this.backoffTimer = clear(this.backoffTimer);
@@ -480,3 +488,5 @@ export function workerOnly<F extends object>(run: F): F {
 }
 
 const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
+/** The empty `deps` and `dependents` of every task without `after` (never written: call.ts replaces it first). */
+const NO_TASKS: TaskRun[] = Object.freeze([]) as unknown as TaskRun[];

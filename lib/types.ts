@@ -47,12 +47,15 @@ export interface FanoutOptions {
    */
   budgetHeader?: string | false;
   /**
-   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed), `'adaptive'`,
-   * or `{ adaptive: { min, max, … } }`. Adaptive, the limit is found from the tasks' latency (a gradient
-   * controller, as Netflix's Gradient2 and Envoy's): it grows while latency stays at its no-load level and
-   * shrinks when the downstream starts queueing (latency grows with every call over its capacity), so the
-   * queue stays here, where the budget can shed it, not inside the downstream. `stats().limit` shows it.
-   * @default 'adaptive' (min 4, max 1024, starting at 32)
+   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed, one limit for
+   * every task), `'adaptive'`, or `{ adaptive: { min, max, … } }`. Adaptive, each dependency (a task's
+   * `dependency`, else its name) has a bulkhead: its own limit, found from its tasks' latency (a gradient
+   * controller, as Netflix's Gradient2 and Envoy's), and its own admission. A limit grows while latency stays
+   * at its no-load level and shrinks when the dependency starts queueing (latency grows with every call over
+   * its capacity), so the queue stays here, where the budget can shed it, not inside the dependency; the event
+   * loop's own delay is taken out of the latency, so a busy loop does not shrink it. `max` stays the
+   * process-wide ceiling. `stats().limit` shows their sum, `stats().dependencies` each.
+   * @default 'adaptive' (min 4, max 4096, starting at 32)
    */
   concurrency?: number | 'adaptive' | { adaptive: AdaptiveConcurrency | true };
   /**
@@ -72,10 +75,23 @@ export interface FanoutOptions {
    * (504); a queued task whose turn comes too late to finish is dropped (503), not started. Under a sustained
    * overload (CoDel: every task waited over `targetMs` for `intervalMs`) the wait admitted is capped at
    * `intervalMs` and, with `lifo`, the newest requests are served first; both end when the queue drains.
-   * `false`: only `maxQueue` bounds the queue.
+   * Worker calls are admitted by the same rules, by a controller of their own (the threads' drain rate, each
+   * worker method's service time). `false`: only `maxQueue` (and `workers.maxQueueSize`) bounds the queues.
    * @default { targetMs: 5, intervalMs: 100, lifo: false }
    */
   admission?: AdmissionOptions | false;
+  /**
+   * The process's own door: when the event loop itself is the queue, new requests are shed at once (503
+   * `OverloadedError` with `Retry-After`, before anything per-request is built), but only while the time they
+   * would spend in the process breaks their budget. It judges requests only while the loop is hot (its delay
+   * stayed above `targetMs` for `intervalMs`; it cools after `intervalMs` below it) and busy (utilisation at
+   * least `utilization`), and for a second after a shed. It sheds a request when more requests are in flight than the recent best throughput times the no-load latency
+   * says fit (go-zero's check) and Little's law says its wait would break its budget. A surge the loop still
+   * answers within the budget is never shed. `stats().eventLoop` shows it. `false`: no door (the event-loop
+   * monitor is not started for it).
+   * @default { targetMs: 10, intervalMs: 50, utilization: 0.9 }
+   */
+  eventLoop?: EventLoopOptions | false;
   /**
    * How long an aborted task that ignores its signal keeps its slot before it is written off
    * (`stats().abandoned`) and the slot is freed. Integer >= 0.
@@ -127,9 +143,12 @@ export interface FanoutOptions {
    * Taken off the remaining budget that `ctx.headers()`, `ctx.fetch()` and `req.fanout.headers()` send
    * downstream, so that a callee's deadline falls before its caller's: the callee counts its budget from when
    * it sees the request, so the margin must cover the way back (the answer's transit) and the time to use it.
-   * An integer of ms, or `{ ms, ratio }`: `ms` plus `ratio` of the remaining time. On a network with a round
-   * trip of `r` ms between services, give at least `2 × r` plus a few ms (README, "Across services").
-   * @default { ms: 5, ratio: 0.05 } (5 ms plus 5 % of the remaining time)
+   * An integer of ms, or `{ ms, ratio }`: `ms` plus `ratio` of the remaining time. On top of it, `ctx.fetch()`
+   * (and `headers(url)`) adds the transit learned for the callee's origin: the p99 of its recent round trips
+   * minus the work time the callee reported (its `x-fanout-work-ms` header, or its `Server-Timing` `total`),
+   * so the default nests deadlines at any network delay once the first answer came back; a callee that
+   * reports nothing gets this fixed part only (`stats().transit` shows what was learned).
+   * @default { ms: 5, ratio: 0.05 } (5 ms plus 5 % of the remaining time, plus the learned transit)
    */
   propagationMarginMs?: number | { ms?: number; ratio?: number };
   /**
@@ -191,7 +210,7 @@ export interface RetryOptions {
 export interface AdaptiveConcurrency {
   /** Lowest limit. Integer >= 1. @default 4 */
   min?: number;
-  /** Highest limit. Integer >= min. @default 1024 */
+  /** Highest limit of a dependency, and the process-wide ceiling. Integer >= min. @default 4096 */
   max?: number;
   /** Limit before any latency was measured. Integer in [min, max]. @default 32 */
   initial?: number;
@@ -217,6 +236,16 @@ export interface AdmissionOptions {
   lifo?: boolean;
 }
 
+/** The `eventLoop` option: when the door judges requests. */
+export interface EventLoopOptions {
+  /** The loop's delay (how late a 10 ms timer fires, smoothed over ~100 ms) that counts as a queue, ms. Integer >= 1. @default 10 */
+  targetMs?: number;
+  /** How long the delay must stay above `targetMs` before the door judges, and below it before it stops, ms (the delay is already smoothed over ~100 ms). Integer >= 1. @default 50 */
+  intervalMs?: number;
+  /** Event-loop utilisation (0 to 1) from which the loop counts as busy; below it the door sheds nothing. @default 0.9 */
+  utilization?: number;
+}
+
 /** The `workers` option. */
 export interface WorkerOptions {
   /** Absolute path (or `file:` URL) of a worker script that registers named methods with `workerpool.worker({...})`. */
@@ -225,7 +254,19 @@ export interface WorkerOptions {
   maxWorkers?: number;
   /** Threads kept alive when idle. Integer >= 0, <= maxWorkers. @default 0 */
   minWorkers?: number;
-  /** Worker tasks allowed to wait for a thread; beyond it a worker task is shed with 503. Integer >= 0. @default 1024 */
+  /**
+   * Worker calls allowed to wait for a thread; beyond it a call is shed with 503. Integer >= 0.
+   *
+   * Admission (the middleware's `admission` option, as for IO tasks) already bounds the wait by time: a call
+   * whose expected wait for a thread plus its method's service time does not fit in what is left of its budget
+   * is shed at once, and a standing queue is capped at `admission.intervalMs` of wait. Measured in a simulation
+   * of 3x overload (one thread, 10 ms calls, 250 ms budget) the queue peaked at 23 calls, then held near 10.
+   * So this bound only matters before the pool has measured a call (a first burst; it is judged again once the
+   * first call ends) and with `admission: false`. It stays large so that a burst of quick calls that all fit
+   * is not shed (1000 calls of 1 ms fit in a 1 s budget on one thread); lower it to bound the memory that
+   * waiting calls' arguments hold.
+   * @default 1024
+   */
   maxQueueSize?: number;
   /** `worker_threads` resource limits of each thread (heap size, stack). A thread exceeding them crashes and is replaced. */
   resourceLimits?: WorkerResourceLimits;
@@ -359,11 +400,16 @@ export interface TaskContext<R = Record<string, unknown>> {
   readonly attempt: number;
   /**
    * The budget header carrying the remaining ms minus the propagation margin (`propagationMarginMs`), to pass
-   * on to services that use this package too: their deadline then falls before this task's.
+   * on to services that use this package too: their deadline then falls before this task's. With the `url`
+   * (or origin) of the call, the margin adds the transit `ctx.fetch()` learned for that origin, as `ctx.fetch()`
+   * itself does; without it, the fixed part only.
    */
-  headers(): Record<string, string>;
+  headers(url?: string | URL): Record<string, string>;
   /**
    * The global `fetch` with this attempt's `signal` and the budget header set (merged into `init.headers`).
+   * The margin taken off the budget adds the transit learned for the URL's origin (see
+   * {@link FanoutOptions.propagationMarginMs}); an `init.signal` of your own aborts the call too, and is let go
+   * of (no listener stays on it) when the attempt ends: the body stays readable until then.
    * Resolves with the `Response` for a status below 500 (a 404 is the caller's business; the body is not
    * read). A callee's 504 rejects with a {@link DownstreamError} counted as a timeout, its 503 as a shed (a
    * retry waits for its `Retry-After`), its 499 as a failure never retried, any other 5xx as a failure.
@@ -442,6 +488,15 @@ export interface TaskSpec<T = unknown> {
    * settles.
    */
   limit?: string;
+  /**
+   * The dependency this task calls, for its bulkhead: with the adaptive `concurrency` (the default), each
+   * dependency has its own adaptive limit and admission, so a saturated one queues and sheds only its own
+   * tasks. Tasks naming the same dependency share one (`'inventory'` for `getStock` and `reserve`). A non-empty
+   * string of at most 128 characters. At most 256 dependencies are tracked per middleware; later ones share one
+   * bulkhead, reported as `'(other)'`. With a fixed `concurrency`, every task shares the one limit.
+   * @default the task's name
+   */
+  dependency?: string;
   /**
    * For a task with a `fallback`: when the name's recent p95 (from 20 samples on) exceeds the time left,
    * take the fallback at once without a slot (status `'skipped'`).
@@ -597,8 +652,11 @@ export interface Fanout {
   readonly deadline: number;
   /** Milliseconds left in the request's budget, never negative. */
   remainingMs(): number;
-  /** The budget header for a call made outside a task: the request's remaining ms minus the propagation margin. */
-  headers(): Record<string, string>;
+  /**
+   * The budget header for a call made outside a task: the request's remaining ms minus the propagation margin;
+   * with the call's `url` (or origin), plus the transit learned for that origin (as `ctx.headers(url)`).
+   */
+  headers(url?: string | URL): Record<string, string>;
   /** The request's tasks so far. */
   timings(): TaskTiming[];
 }
@@ -620,7 +678,10 @@ export interface FanoutStats {
   running: number;
   /** Tasks waiting for a slot. */
   queued: number;
-  /** The process-wide limit now: `concurrency`, or the one the adaptive limit found. */
+  /**
+   * The process-wide limit now: `concurrency`, or with the adaptive limit the sum of the dependencies' limits
+   * (at most its `max`).
+   */
   limit: number;
   /** Counters since the middleware was created. */
   completed: number;
@@ -642,7 +703,51 @@ export interface FanoutStats {
   /** Fleet-limit permits taken, and attempts that ran on the local bound because the store failed (Redis down). */
   limitAcquired: number;
   limitFailOpen: number;
+  /**
+   * Per dependency (a task's `dependency`, else its name), with the adaptive `concurrency`: its limit, tasks
+   * holding a slot, waiting, and shed. `running`, `queued` and `shed` above are the totals. At most 256
+   * dependencies, then one `'(other)'`; empty with a fixed `concurrency` (one limit for all).
+   */
+  dependencies: Record<string, DependencyStats>;
   workers: WorkerStats;
+  /**
+   * The transit learned per callee origin (`http://host:port`) by `ctx.fetch()`: the learned part of the
+   * propagation margin for calls there, and the answers it comes from. Origins whose callee reports its work
+   * time, at most 1,000 (least recently used first out); an origin with no answer for 5 minutes leaves.
+   */
+  transit: Record<string, TransitEstimate>;
+  /** The process's door (`eventLoop` option). */
+  eventLoop: EventLoopStats;
+}
+
+/** `stats().transit[origin]`: what `ctx.fetch()` learned of the way to one callee and back. */
+export interface TransitEstimate {
+  /** The learned part of the margin for calls to this origin, ms (the fixed `propagationMarginMs` comes on top). */
+  marginMs: number;
+  /** Recent answers it is made of (0 while it is only a new connection's set-up time). */
+  samples: number;
+}
+
+/** `stats().eventLoop`: the event loop as the door sees it, and the requests it shed. */
+export interface EventLoopStats {
+  /** The loop's recent queueing delay, ms (0 with `eventLoop: false`). */
+  delayMs: number;
+  /** Event-loop utilisation over the last ~100 ms, 0 to 1 (0 with `eventLoop: false`). */
+  utilization: number;
+  /** The door is turning requests away: it shed one within the last `eventLoop.intervalMs`. */
+  shedding: boolean;
+  /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
+  shed: number;
+  /** Requests the door let in whose response has not ended yet (0 with `eventLoop: false`). */
+  inFlight: number;
+}
+
+/** `stats().dependencies[name]`: one dependency's bulkhead. */
+export interface DependencyStats {
+  limit: number;
+  running: number;
+  queued: number;
+  shed: number;
 }
 
 /** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
@@ -653,6 +758,11 @@ export interface WorkerStats {
   idle: number;
   /** Worker calls waiting for a thread, in the request's arrival order; at most `maxQueueSize`. */
   pending: number;
+  /**
+   * Worker calls shed (503) since the start: the queue was full, or admission judged that the call could not
+   * finish before its deadline (at submission, or while it waited). Counted in the top-level `shed` too.
+   */
+  shed: number;
   /** Threads terminated to cancel a task (deadline, disconnect). */
   terminated: number;
   /** Threads that exited or crashed on their own. */

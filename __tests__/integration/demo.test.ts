@@ -33,7 +33,7 @@ interface Stats {
   running: number;
   queued: number;
   completed: number;
-  workers: { busy: number; idle: number; pending: number; terminated: number; crashed: number };
+  workers: { busy: number; idle: number; pending: number; shed: number; terminated: number; crashed: number };
   eventLoopDelayMs: { p50: number; p99: number; max: number; windowMs: number };
 }
 
@@ -86,7 +86,14 @@ describe('the demo server', () => {
     // From the sources the pool loads the TypeScript script itself, through tsx's require hook in execArgv.
     expect(demo.setup.workerScript).toBe('worker.ts');
     // The start-up requests ran the query on both threads: they are up before the first client's request.
-    expect((await stats()).workers).toEqual({ busy: 0, idle: 2, pending: 0, terminated: 0, crashed: 0 });
+    expect((await stats()).workers).toEqual({
+      busy: 0,
+      idle: 2,
+      pending: 0,
+      shed: 0,
+      terminated: 0,
+      crashed: 0,
+    });
   });
 
   it('answers /sequential with the file, the query and the API call, taking their sum', async () => {
@@ -308,7 +315,14 @@ describe('the demo server', () => {
     }
     expect(second.server.listening).toBe(false);
     await expect(fetch(`${second.apiUrl}/?ms=0`)).rejects.toThrow();
-    expect(second.fo.stats().workers).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(second.fo.stats().workers).toEqual({
+      busy: 0,
+      idle: 0,
+      pending: 0,
+      shed: 0,
+      terminated: 0,
+      crashed: 0,
+    });
     await until(() => threadHandles() === threadsBefore);
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { Registry } from 'prom-client';
-import { gather } from 'express-fanout';
+import { gather, type FanoutStats } from 'express-fanout';
 import { prometheus } from 'express-fanout/prometheus';
 import { createDemo, type Demo } from '../../demo-server/demo';
 import { deferred, delay, waitFor } from './helpers/async';
@@ -183,6 +183,35 @@ describe('express-fanout/prometheus', () => {
     expect(value(parse(await registry.metrics()), 'fanout_tasks_total', { task: 'db' })).toBe(1);
   });
 
+  it('shows the transit learned per callee origin as a gauge, origins capped by maxOrigins, aged-out ones gone', async () => {
+    const { fo } = await serve({}, () => undefined);
+    let transit: FanoutStats['transit'] = {
+      'http://a:1': { marginMs: 62, samples: 10 },
+      'http://b:1': { marginMs: 3, samples: 4 },
+    };
+    const stub = { observe: fo.observe, stats: (): FanoutStats => ({ ...fo.stats(), transit }) };
+    const registry = new Registry();
+    const metrics = prometheus(stub, { registry, maxOrigins: 2 });
+    onCleanup(() => metrics.remove());
+    expect(metrics.names).toContain('fanout_transit_margin_seconds');
+    let samples = find(parse(await registry.metrics()), 'fanout_transit_margin_seconds');
+    expect(samples.map((s) => [s.labels.origin, s.value])).toEqual([
+      ['http://a:1', 0.062],
+      ['http://b:1', 0.003],
+    ]);
+    // b aged out; c and d come past the cap: they share `other`, at the largest of their margins.
+    transit = {
+      'http://a:1': { marginMs: 70, samples: 12 },
+      'http://c:1': { marginMs: 200, samples: 1 },
+      'http://d:1': { marginMs: 150, samples: 1 },
+    };
+    samples = find(parse(await registry.metrics()), 'fanout_transit_margin_seconds');
+    expect(samples.map((s) => [s.labels.origin, s.value])).toEqual([
+      ['http://a:1', 0.07],
+      ['other', 0.2],
+    ]);
+  });
+
   it('refuses bad options with a TypeError naming them', async () => {
     const { fo } = await serve({}, () => undefined);
     expect(() => prometheus(fo, { prefix: 'bad-prefix' })).toThrow(TypeError);
@@ -190,6 +219,9 @@ describe('express-fanout/prometheus', () => {
       'Expected `maxNames` to be an integer >= 1, got `0`',
     );
     expect(() => prometheus(fo, { bukets: [1] } as never)).toThrow('Unknown option `bukets`');
+    expect(() => prometheus(fo, { maxOrigins: 0 })).toThrow(
+      'Expected `maxOrigins` to be an integer >= 1, got `0`',
+    );
   });
 });
 

@@ -122,7 +122,7 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
     expect(fo.stats()).toMatchObject({
       completed: 4,
       failed: 0,
-      workers: { busy: 0, pending: 0, terminated: 0, crashed: 0 },
+      workers: { busy: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
     });
   });
 
@@ -156,7 +156,7 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
     expect([a.status, b.status]).toEqual([200, 200]);
     expect(typeof a.body.value).toBe('number');
     expect(a.body.value).not.toBe(b.body.value);
-    expect(fo.stats().workers).toEqual({ busy: 0, idle: 2, pending: 0, terminated: 1, crashed: 0 });
+    expect(fo.stats().workers).toEqual({ busy: 0, idle: 2, pending: 0, shed: 0, terminated: 1, crashed: 0 });
   });
 
   it('fails only the task whose thread exits (502 WorkerCrashedError); a concurrent request on another thread succeeds', async () => {
@@ -269,7 +269,7 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
       'Task `sleep` shed: the worker queue is full (1/1 threads busy, 1/1 queued)',
     );
     expect(fo.stats()).toMatchObject({ shed: 1, failed: 0 });
-    expect(fo.stats().workers).toMatchObject({ busy: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(fo.stats().workers).toMatchObject({ busy: 0, pending: 0, shed: 1, terminated: 0, crashed: 0 });
   });
 
   it('answers a call shed by the full worker queue with 503 and Retry-After, as the SPEC says', async () => {
@@ -495,7 +495,7 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
         `Task \`${task}\` cannot send its arguments to a worker thread: \`${path}\` is a function`,
       );
     }
-    expect(fo.stats().workers).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(fo.stats().workers).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
   });
 
@@ -552,7 +552,7 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
       name: 'WorkerScriptError',
       message: 'Worker threads are disabled (`workers: false`); enable them to use `worker()`',
     });
-    expect(fo.stats().workers).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(fo.stats().workers).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
   });
 

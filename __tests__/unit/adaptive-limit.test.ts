@@ -131,6 +131,72 @@ describe('AdaptiveLimit', () => {
   });
 });
 
+describe('AdaptiveLimit: the dependency, not the loop', () => {
+  /**
+   * Feeds `windows` windows of 10 samples, 50 ms apart, each task `depMs` at the dependency plus `loopMs` of
+   * event-loop delay, with `inFlight` slots busy. Returns the limit after each window.
+   */
+  const feed = (
+    limiter: AdaptiveLimit,
+    from: number,
+    o: { windows: number; depMs: number; loopMs: number; inFlight: (limit: number) => number; seen?: number },
+  ): number[] => {
+    const limits: number[] = [];
+    for (let w = 0; w < o.windows; w++) {
+      const t = from + w * 50;
+      for (let i = 0; i < 10; i++) {
+        const ms = o.depMs + o.loopMs;
+        limiter.sample(t + i * 5, ms, o.inFlight(limiter.limit), o.seen ?? o.loopMs);
+      }
+      limits.push(limiter.limit);
+    }
+    return limits;
+  };
+
+  it('does not shrink when a busy loop, not the dependency, makes every task slower (the healthy surge)', () => {
+    const limiter = new AdaptiveLimit(settings(), 0);
+    feed(limiter, 0, { windows: 20, depMs: 20, loopMs: 0, inFlight: () => 10 });
+    const before = limiter.limit;
+    expect(before).toBe(ADAPTIVE_DEFAULTS.initial);
+    // The loop now adds 80 ms to every 20 ms call: the share of the loop is 0.8.
+    const during = feed(limiter, 1_000, { windows: 40, depMs: 20, loopMs: 80, inFlight: (l) => l });
+    expect(Math.min(...during)).toBeGreaterThanOrEqual(before);
+    // Slots are held five times as long per call at the dependency: the slot limit makes room for that.
+    expect(limiter.loopInflation).toBeCloseTo(5, 6);
+    expect(limiter.limit).toBeGreaterThanOrEqual(5 * before);
+    // The no-load latency was not learned from the inflated windows.
+    expect(limiter.noLoadMs).toBeCloseTo(20, 6);
+    // The loop recovers: the inflation goes within a window or two, the dependency's estimate stays.
+    const after = feed(limiter, 3_000, { windows: 3, depMs: 20, loopMs: 0, inFlight: () => 0 });
+    expect(limiter.loopInflation).toBe(1);
+    expect(after.at(-1)!).toBeLessThan(during.at(-1)!);
+  });
+
+  it('collapses to its minimum when the loop delay is not taken out (the bug this fixes)', () => {
+    const limiter = new AdaptiveLimit(settings(), 0);
+    feed(limiter, 0, { windows: 20, depMs: 20, loopMs: 0, inFlight: (l) => l });
+    // Same latencies, but the loop's share is not known (as before the loop monitor).
+    const during = feed(limiter, 1_000, { windows: 40, depMs: 20, loopMs: 80, inFlight: (l) => l, seen: 0 });
+    expect(during.at(-1)).toBe(ADAPTIVE_DEFAULTS.min);
+  });
+
+  it('still shrinks for a saturated dependency while the loop adds a little', () => {
+    const limiter = new AdaptiveLimit(settings(), 0);
+    feed(limiter, 0, { windows: 20, depMs: 50, loopMs: 0, inFlight: (l) => l });
+    const before = limiter.limit;
+    // The dependency queues (150 ms a call), the loop adds 10 ms: its share is small.
+    const during = feed(limiter, 2_000, { windows: 10, depMs: 150, loopMs: 10, inFlight: (l) => l });
+    expect(during.at(-1)!).toBeLessThan(before / 2);
+  });
+
+  it('learns the no-load latency from the raw mean when the loop took a large share (never too low)', () => {
+    const limiter = new AdaptiveLimit(settings(), 0);
+    // From the start the loop takes 40 % of each 50 ms: the corrected 30 ms may understate the dependency.
+    feed(limiter, 0, { windows: 10, depMs: 30, loopMs: 20, inFlight: (l) => l });
+    expect(limiter.noLoadMs).toBeCloseTo(50, 6);
+  });
+});
+
 /** Continues a limiter's life at a later clock: a downstream of 32 at `serviceMs`; returns the final limit. */
 function simulateFrom(limiter: AdaptiveLimit, from: number, to: number, serviceMs: number): number {
   const shifted = {
@@ -147,7 +213,7 @@ describe('resolveConcurrency', () => {
   it("is adaptive by default, with `'adaptive'` and with `{ adaptive: {} }`", () => {
     for (const value of [undefined, 'adaptive', { adaptive: {} }, { adaptive: true }]) {
       expect(resolveConcurrency(value, 'adaptive')).toEqual({
-        concurrency: 1024,
+        concurrency: 4096,
         adaptive: ADAPTIVE_DEFAULTS,
       });
     }
@@ -181,7 +247,7 @@ describe('resolveConcurrency', () => {
     expect(() => resolveConcurrency({ adaptive: { min: 10, max: 5 } }, 'adaptive')).toThrow(
       'concurrency.adaptive.max',
     );
-    expect(() => resolveConcurrency({ adaptive: { initial: 2000 } }, 'adaptive')).toThrow('at most');
+    expect(() => resolveConcurrency({ adaptive: { initial: 5000 } }, 'adaptive')).toThrow('at most');
     expect(() => resolveConcurrency({ adaptive: { tolerance: 0.5 } }, 'adaptive')).toThrow(
       'concurrency.adaptive.tolerance',
     );

@@ -176,7 +176,7 @@ describe('WorkerPool', () => {
     const pool = makePool({ minWorkers: 1 });
     await sleep(50);
     expect(threadHandles()).toBe(baselineThreads);
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     await expect(pool.exec('add', [2, 3], { task: 'sum' })).resolves.toBe(5);
     expect(threadHandles()).toBeGreaterThan(baselineThreads);
   });
@@ -191,7 +191,7 @@ describe('WorkerPool', () => {
       d: new Date(0),
     });
     await expect(pool.exec('sleep', [20], { task: 'nap' })).resolves.toBe(20);
-    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
   });
 
   it('loads an ES module script', async () => {
@@ -420,7 +420,7 @@ describe('WorkerPool', () => {
       pool.exec('mark', [join(tmp, 'never'), 'x'], { task: 'late', signal: AbortSignal.abort(reason) }),
     );
     expect(error).toBe(reason);
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
   });
 
@@ -677,7 +677,7 @@ describe('WorkerPool', () => {
     expect(await runningError).toMatchObject({
       message: 'Task `running` shed: the worker pool closed while it ran',
     });
-    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, terminated: 0, crashed: 0 });
+    expect(pool.stats()).toEqual({ busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 });
     expect(threadHandles()).toBe(baselineThreads);
     expect(readFileSync(log, 'utf8')).toBe('');
 

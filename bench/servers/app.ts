@@ -42,7 +42,47 @@ export function track(name: string, read: () => number): void {
   sampled.set(name, { read, values: [] });
 }
 
+/** Readers of whole records (a middleware's flattened `stats()`), whose keys may appear while the server runs. */
+const recordReaders: { prefix: string; read: () => Record<string, number> }[] = [];
+const recordSeries = new Set<{ read: () => number; values: number[] }>();
+
+/**
+ * Samples every numeric field `read()` returns, as series named `<prefix><key>`, every 100 ms. A key that shows up
+ * later (a dependency's first task) is padded with NaN back to the start of the window, so every series stays
+ * aligned with `elapsedMs`.
+ */
+export function trackRecord(prefix: string, read: () => Record<string, number>): void {
+  if (sampled.size === 0)
+    sampled.set('elapsedMs', { read: () => performance.now() - seriesStart, values: [] });
+  recordReaders.push({ prefix, read });
+}
+
+function sampleRecords(): void {
+  const length = sampled.get('elapsedMs')?.values.length ?? 0;
+  // A key missing from this sample reads NaN, not its last value.
+  for (const series of recordSeries) series.read = () => Number.NaN;
+  for (const { prefix, read } of recordReaders) {
+    let record: Record<string, number>;
+    try {
+      record = read();
+    } catch {
+      continue;
+    }
+    for (const [key, value] of Object.entries(record)) {
+      const name = `${prefix}${key}`;
+      let series = sampled.get(name);
+      if (!series) {
+        series = { read: () => Number.NaN, values: new Array<number>(length).fill(Number.NaN) };
+        sampled.set(name, series);
+        recordSeries.add(series);
+      }
+      series.read = () => value;
+    }
+  }
+}
+
 const seriesTimer = setInterval(() => {
+  sampleRecords();
   for (const s of sampled.values()) s.values.push(s.read());
 }, SERIES_INTERVAL_MS);
 seriesTimer.unref();

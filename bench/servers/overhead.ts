@@ -1,4 +1,6 @@
 // Scenario 2, overhead: three zero-delay async tasks, so the route measures the machinery around them.
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { serve, variantArg } from './app';
 import { loadPackage } from './package';
 
@@ -8,6 +10,32 @@ const task = async (value: number): Promise<number> => value;
 // Defined once, not per request: under tsx (esbuild's keepNames) each function expression evaluated in a handler
 // pays a `__name()` call that compiled code does not, and only the fan-out variants would pay it.
 const tasks = { a: () => task(1), b: () => task(2), c: () => task(3) };
+
+// BENCH_CPU_PROFILE=<file>: a CPU profile of the server from 2 s after its start (past the warm-up's beginning) to
+// its stop, written there (bench/profile/overhead.ts; `--cpu-prof` is not allowed in NODE_OPTIONS).
+const profileTo = process.env.BENCH_CPU_PROFILE;
+let profiler: Session | undefined;
+if (profileTo) {
+  setTimeout(() => {
+    profiler = new Session();
+    profiler.connect();
+    profiler.post('Profiler.enable');
+    profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+    profiler.post('Profiler.start');
+  }, 2000).unref();
+}
+
+function writeProfile(): Promise<void> {
+  const session = profiler;
+  if (!session || !profileTo) return Promise.resolve();
+  return new Promise((resolve) => {
+    session.post('Profiler.stop', (error, result) => {
+      if (!error) writeFileSync(profileTo, JSON.stringify(result.profile));
+      session.disconnect();
+      resolve();
+    });
+  });
+}
 
 serve(async (app) => {
   switch (variant) {
@@ -42,4 +70,4 @@ serve(async (app) => {
       return;
     }
   }
-});
+}, writeProfile);

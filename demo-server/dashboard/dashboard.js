@@ -126,6 +126,7 @@ function showStats(stats) {
     'workers busy': stats.workers.busy,
     'workers idle': stats.workers.idle,
     'worker queue': stats.workers.pending,
+    'worker shed': stats.workers.shed,
     'loop delay p99': fmt(stats.eventLoopDelayMs.p99),
     'loop delay max': fmt(stats.eventLoopDelayMs.max),
   };
@@ -173,13 +174,15 @@ async function burst() {
   const statuses = Object.entries(report.statuses)
     .map(([status, n]) => `${n} × ${status}`)
     .join(', ');
-  const delta = (key) => (before && after ? after[key] - before[key] : 0);
+  const delta = (of) => (before && after ? of(after) - of(before) : 0);
   out.replaceChildren(
     el('div', { text: `${report.requests} requests in ${fmt(report.ms)}: ${statuses}` }),
     el('div', { 'data-burst': 'fallbacks', text: `fallbacks: ${report.fallbacks}` }),
     el('div', {
       'data-burst': 'shed',
-      text: `tasks shed: ${delta('shed')}, timed out: ${delta('timedOut')}`,
+      text:
+        `tasks shed: ${delta((s) => s.shed)}, timed out: ${delta((s) => s.timedOut)}; ` +
+        `worker calls shed: ${delta((s) => s.workers.shed)}`,
     }),
     el('div', { 'data-burst': 'loop', text: `event-loop delay, max: ${fmt(peak)}` }),
   );

@@ -24,6 +24,12 @@ export interface PrometheusOptions {
    */
   maxNames?: number;
   /**
+   * Callee origins kept as label values of `fanout_transit_margin_seconds` at most; later origins share
+   * `origin="other"` (their largest margin). Origins come from the URLs given to `ctx.fetch()`.
+   * @default 100
+   */
+  maxOrigins?: number;
+  /**
    * Histogram buckets, seconds.
    * @default [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]: a budget in ms, from 5 ms to 10 s
    */
@@ -53,7 +59,9 @@ type PromClient = typeof import('prom-client');
  * - `fanout_shed_total`, `fanout_abandoned_total` (write-offs), `fanout_retries_total`, `fanout_hedges_total`
  *   counters, read from `fo.stats()` at scrape time;
  * - `fanout_running`, `fanout_queued`, `fanout_concurrency_limit`, `fanout_worker_threads{state="busy"|"idle"}`,
- *   `fanout_worker_queued` gauges, read from `fo.stats()` at scrape time.
+ *   `fanout_worker_queued` gauges, read from `fo.stats()` at scrape time;
+ * - `fanout_transit_margin_seconds{origin}` gauge: the learned part of the propagation margin for calls to
+ *   each callee origin through `ctx.fetch()` (`fo.stats().transit`), read at scrape time.
  * ```ts
  * import { register } from 'prom-client';
  * import { prometheus } from 'express-fanout/prometheus';
@@ -66,7 +74,7 @@ export function prometheus(
   fo: Pick<FanoutMiddleware, 'observe' | 'stats'>,
   options: PrometheusOptions = {},
 ): PrometheusMetrics {
-  const { prefix, maxNames, buckets, registry: given } = resolve(options);
+  const { prefix, maxNames, maxOrigins, buckets, registry: given } = resolve(options);
   const client = load();
   const registry = given ?? client.register;
   const registers = [registry];
@@ -166,6 +174,26 @@ export function prometheus(
         },
       }),
     );
+    const origins = new Set<string>();
+    add(
+      new client.Gauge({
+        name: n('transit_margin_seconds'),
+        help: 'Learned transit to a callee origin (round trip minus its reported work), taken off the budget sent there',
+        labelNames: ['origin'],
+        registers,
+        collect() {
+          // Origins that aged out leave the series; the labels kept stay the same ones, as for task names.
+          this.reset();
+          let other = Number.NaN;
+          for (const [origin, { marginMs }] of Object.entries(fo.stats().transit ?? {})) {
+            if (origins.has(origin) || (origins.size < maxOrigins && origins.add(origin))) {
+              this.set({ origin }, marginMs / 1000);
+            } else if (!(marginMs <= other)) other = marginMs;
+          }
+          if (other === other) this.set({ origin: OTHER }, other / 1000);
+        },
+      }),
+    );
 
     const seen = new Set<string>();
     const label = (name: string): string => {
@@ -202,7 +230,7 @@ function resolve(options: PrometheusOptions): Required<Omit<PrometheusOptions, '
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(`Expected the options of \`prometheus()\` to be an object, got ${typeof options}`);
   }
-  const known = ['registry', 'prefix', 'maxNames', 'buckets'];
+  const known = ['registry', 'prefix', 'maxNames', 'maxOrigins', 'buckets'];
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) {
       throw new TypeError(
@@ -210,7 +238,13 @@ function resolve(options: PrometheusOptions): Required<Omit<PrometheusOptions, '
       );
     }
   }
-  const { registry, prefix = 'fanout_', maxNames = 100, buckets = DEFAULT_BUCKETS } = options;
+  const {
+    registry,
+    prefix = 'fanout_',
+    maxNames = 100,
+    maxOrigins = 100,
+    buckets = DEFAULT_BUCKETS,
+  } = options;
   if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/.test(prefix)) {
     throw new TypeError(
       `Expected \`prefix\` to be a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got \`${String(prefix)}\``,
@@ -218,6 +252,9 @@ function resolve(options: PrometheusOptions): Required<Omit<PrometheusOptions, '
   }
   if (!Number.isInteger(maxNames) || maxNames < 1) {
     throw new TypeError(`Expected \`maxNames\` to be an integer >= 1, got \`${String(maxNames)}\``);
+  }
+  if (!Number.isInteger(maxOrigins) || maxOrigins < 1) {
+    throw new TypeError(`Expected \`maxOrigins\` to be an integer >= 1, got \`${String(maxOrigins)}\``);
   }
   if (
     !Array.isArray(buckets) ||
@@ -229,7 +266,7 @@ function resolve(options: PrometheusOptions): Required<Omit<PrometheusOptions, '
   if (registry !== undefined && (typeof registry !== 'object' || registry === null)) {
     throw new TypeError(`Expected \`registry\` to be a prom-client Registry, got ${typeof registry}`);
   }
-  return { registry, prefix, maxNames, buckets };
+  return { registry, prefix, maxNames, maxOrigins, buckets };
 }
 
 function load(): PromClient {

@@ -51,6 +51,10 @@ export function defaultMaxWorkers(): number {
   return Math.max(2, availableParallelism());
 }
 
+/**
+ * Default `maxQueueSize`: large, because admission bounds the worker queue by time (see `WorkerOptions.maxQueueSize`
+ * for the measurement); it only bounds a first burst before anything is measured, and `admission: false`.
+ */
 export const DEFAULT_MAX_QUEUE_SIZE = 1024;
 
 /**

@@ -1,5 +1,6 @@
 import createDebug from 'debug';
 import { performance } from 'node:perf_hooks';
+import { Admission, ADMISSION_DEFAULTS, type AdmissionSettings } from '../admission';
 import { OverloadedError, WorkerArgumentsError, WorkerCrashedError, type WorkerScriptError } from '../errors';
 import { describe } from '../validate';
 import { Lane, Scheduler, type Job } from '../scheduler';
@@ -23,6 +24,13 @@ export interface WorkerExecOptions {
    * caller's deadline covers queue time as well as run time.
    */
   signal?: AbortSignal;
+  /**
+   * The time by which the caller gives up (`performance.now()` ms; its signal aborts then): what admission
+   * judges. A call whose expected wait for a thread plus its method's service time does not fit before it is
+   * shed at once (`OverloadedError`), and a queued call whose turn comes too late to finish is dropped the same
+   * way, instead of being cut as a timeout. Without it, only `maxQueueSize` bounds the call's wait.
+   */
+  deadline?: number;
   /** ArrayBuffers, MessagePorts or web streams inside `args` to move to the thread instead of copying. */
   transfer?: readonly Transferable[];
   /**
@@ -62,11 +70,32 @@ const CUT_GRACE_MS = 50;
  */
 const DYING_SLOT_MS = TERMINATE_GRACE_MS * 3;
 
+/**
+ * The drain rate may fall this far below the one the queue was last judged with before the queued calls are
+ * judged again (`WorkerPool`'s `#rejudge`).
+ */
+const REJUDGE_FALL = 0.75;
+
+/**
+ * Up to this many waiting calls, the queue is judged again whenever a call ends (a few comparisons each): a call
+ * that fell behind because the threads slowed down (CPU contention makes service times vary) is shed while that
+ * is still fast, not cut at its deadline. A longer queue is judged only when the drain rate falls.
+ */
+const REJUDGE_ALWAYS_UP_TO = 32;
+
+/** Internal seams, for tests: the clock (performance ms) and how threads are started. */
+export interface WorkerPoolSeams {
+  now?: () => number;
+  startThreads?: typeof startThreads;
+}
+
 /** One `exec()` call, from its submission to its settlement. Its slot is a thread. */
 class WorkerCall implements Job {
   nextJob: Job | null = null;
   prevJob: Job | null = null;
   queued = false;
+  /** When it got its thread (set by the scheduler), then when the thread began it; `NaN`: not a sample. */
+  startedAt?: number;
   /** The promise of `exec()` is settled; the slot may still be held by a thread being terminated. */
   done = false;
   /** Handed to a thread. */
@@ -82,13 +111,29 @@ class WorkerCall implements Job {
     readonly method: string,
     readonly args: readonly unknown[],
     readonly options: WorkerExecOptions,
+    /** When `exec()` was called, performance ms: the start of its queue wait (CoDel's sojourn). */
+    readonly submittedAt: number,
     readonly resolve: (value: unknown) => void,
     readonly reject: (error: unknown) => void,
   ) {}
 
+  /** Service times are kept per method: the thread's work depends on the method, not on the task's name. */
+  get name(): string {
+    return this.method;
+  }
+
+  get deadline(): number | undefined {
+    return this.options.deadline;
+  }
+
   start(): void {
     this.options.onStart?.();
     this.pool.dispatch(this);
+  }
+
+  /** Admission dropped it from the queue: its turn came too late for it to finish before its deadline. */
+  drop(detail: string): void {
+    this.pool.shed(this, detail);
   }
 }
 
@@ -97,10 +142,22 @@ class WorkerCall implements Job {
  * the IO tasks, with one slot per thread and `maxQueueSize` places), ordered by their request's arrival, and
  * are handed to `workerpool` only when a thread is free; cancellation by `AbortSignal`; typed errors for crashed
  * threads and broken scripts. No thread exists before the first call.
+ *
+ * Admission is the IO queue's ({@link Admission}, with the middleware's `admission` settings): a call that
+ * cannot finish by its deadline is shed at once (503), not left to wait for a 504. It reads the threads' drain
+ * rate and each method's service time, measured from when a thread begins a call (a thread's start-up is not
+ * service time). Before anything is measured only `maxQueueSize` bounds the queue. The queued calls are judged
+ * again when a call ends (see {@link REJUDGE_ALWAYS_UP_TO}): a first burst queued blind, or a call that fell
+ * behind a slow one, gets a fast 503 for what cannot make it, not a 504.
  */
 export class WorkerPool {
   readonly #options: ResolvedWorkerOptions;
   readonly #scheduler: Scheduler;
+  readonly #admission: Admission | null;
+  readonly #now: () => number;
+  readonly #startThreads: typeof startThreads;
+  /** The drain rate (calls per ms) the queue was last judged with, or the highest since; `NaN`: not yet. */
+  #judgedRate = Number.NaN;
   readonly #errors: ScriptErrors;
   /** The lanes of requests with calls waiting or running, by lane id. */
   readonly #lanes = new Map<number, Lane>();
@@ -110,7 +167,11 @@ export class WorkerPool {
   readonly #grace = new Set<WorkerCall>();
   /** Cancelled calls whose thread is being terminated, oldest first: each still holds its slot. */
   readonly #dying: WorkerCall[] = [];
-  #nextAnonymousLane = -1;
+  /**
+   * Ids of calls that belong to no request: below every request's id (>= 0), and growing, so that calls
+   * submitted in the same ms (equal arrivals) are served in submission order.
+   */
+  #nextAnonymousLane = Number.MIN_SAFE_INTEGER;
   #threads: Threads | null = null;
   #closed = false;
   #closing: Promise<void> | null = null;
@@ -122,11 +183,25 @@ export class WorkerPool {
   #drainWaiters: (() => void)[] = [];
   #terminated = 0;
   #crashed = 0;
+  #shed = 0;
 
-  /** Creates no thread: threads wait for the first `exec()`. */
-  constructor(options: ResolvedWorkerOptions) {
+  /**
+   * Creates no thread: threads wait for the first `exec()`. `admission`: the middleware's settings, or `false`
+   * for none (only `maxQueueSize` bounds the queue).
+   */
+  constructor(
+    options: ResolvedWorkerOptions,
+    admission: AdmissionSettings | false = ADMISSION_DEFAULTS,
+    seams: WorkerPoolSeams = {},
+  ) {
     this.#options = options;
-    this.#scheduler = new Scheduler(options.maxWorkers, Number.MAX_SAFE_INTEGER, options.maxQueueSize);
+    this.#now = seams.now ?? performance.now.bind(performance);
+    this.#startThreads = seams.startThreads ?? startThreads;
+    this.#admission = admission === false ? null : new Admission({ ...admission });
+    this.#scheduler = new Scheduler(options.maxWorkers, Number.MAX_SAFE_INTEGER, options.maxQueueSize, {
+      ...(this.#admission ? { admission: this.#admission } : {}),
+      now: this.#now,
+    });
     this.#errors = new ScriptErrors(options.script);
   }
 
@@ -144,6 +219,8 @@ export class WorkerPool {
    * - `args` that cannot be structured-cloned, or a bad `transfer` list: `TypeError` naming the task, before
    *   anything is queued.
    * - `maxQueueSize` calls wait and no thread is free: `OverloadedError`; after `close()` too.
+   * - with a `deadline`, the expected wait for a thread leaves no time for the method's service time:
+   *   `OverloadedError` at once; a queued call whose turn comes too late to finish: `OverloadedError` then.
    */
   exec<T = unknown>(method: string, args: readonly unknown[], options: WorkerExecOptions): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -172,6 +249,7 @@ export class WorkerPool {
         method,
         args,
         options,
+        this.#now(),
         resolve as (value: unknown) => void,
         reject,
       );
@@ -179,13 +257,16 @@ export class WorkerPool {
       if (this.#scheduler.submit(lane, call) === 'shed') {
         this.#calls.delete(call);
         this.#forgetLane(lane);
+        this.#shed++;
         const s = this.#scheduler;
-        return reject(
-          new OverloadedError(
-            [task],
-            `the worker queue is full (${s.running}/${s.concurrency} threads busy, ${s.queued}/${s.maxQueue} queued)`,
-          ),
-        );
+        const occupancy = `(${s.running}/${s.concurrency} threads busy, ${s.queued}/${s.maxQueue} queued)`;
+        const detail =
+          s.queued >= s.maxQueue
+            ? `the worker queue is full ${occupancy}`
+            : `the expected wait for a worker thread leaves no time for \`${method}\` ` +
+              `(about ${Math.round(this.#admission!.serviceOf(method))} ms of work) in the ` +
+              `${Math.max(0, Math.round(options.deadline! - call.submittedAt))} ms left ${occupancy}`;
+        return reject(new OverloadedError([task], detail));
       }
       if (signal && !call.done) call.unwatch = watchAbort(signal, () => this.#abort(call, signal.reason));
     });
@@ -194,8 +275,12 @@ export class WorkerPool {
   /** The scheduler gave `call` a thread: hand it to workerpool. */
   dispatch(call: WorkerCall): void {
     let thread: ThreadCall;
+    // Service time runs from when the thread begins the call: a thread's start-up (40-140 ms) is not the method's.
+    const begun = (): void => {
+      if (call.startedAt === call.startedAt) call.startedAt = this.#now();
+    };
     try {
-      thread = this.#ensureThreads().run(call.method, call.args, call.options.transfer);
+      thread = this.#ensureThreads().run(call.method, call.args, call.options.transfer, begun);
     } catch (error) {
       // Not from inside the scheduler's drain: settle on the next microtask.
       debug('handing %s to a thread threw: %O', call.options.task, error);
@@ -216,9 +301,23 @@ export class WorkerPool {
       busy: this.#scheduler.running,
       idle: threads?.idle ?? 0,
       pending: this.#scheduler.queued,
+      shed: this.#shed,
       terminated: this.#terminated,
       crashed: this.#crashed,
     };
+  }
+
+  /**
+   * Ends a queued call that cannot finish before its deadline (admission dropped it, or `#rejudge`):
+   * `OverloadedError`, 503, where waiting on would have been a 504.
+   */
+  shed(call: WorkerCall, detail: string): void {
+    if (call.done) return;
+    this.#shed++;
+    this.#scheduler.cancel(call.lane, call);
+    this.#forgetLane(call.lane);
+    this.#settle(call);
+    call.reject(new OverloadedError([call.options.task], `the worker call left the queue: ${detail}`));
   }
 
   /** Resolves once no call is queued or running (the threads stay up). */
@@ -249,7 +348,7 @@ export class WorkerPool {
     if (this.#threads) return this.#threads;
     const o = this.#options;
     debug('starting a pool of up to %d threads for %s', o.maxWorkers, this.#errors.name);
-    this.#threads = startThreads(bootstrapSource(o.script!), {
+    this.#threads = this.#startThreads(bootstrapSource(o.script!), {
       maxWorkers: o.maxWorkers,
       minWorkers: o.minWorkers,
       workerData: o.workerData,
@@ -263,10 +362,10 @@ export class WorkerPool {
 
   #laneOf(options: WorkerExecOptions): Lane {
     if (options.lane === undefined)
-      return new Lane(options.arrival ?? performance.now(), this.#nextAnonymousLane--);
+      return new Lane(options.arrival ?? this.#now(), this.#nextAnonymousLane++);
     let lane = this.#lanes.get(options.lane);
     if (lane === undefined) {
-      lane = new Lane(options.arrival ?? performance.now(), options.lane);
+      lane = new Lane(options.arrival ?? this.#now(), options.lane);
       this.#lanes.set(options.lane, lane);
     }
     return lane;
@@ -336,8 +435,10 @@ export class WorkerPool {
     this.#release(call);
   }
 
-  #release(call: WorkerCall): void {
-    this.#scheduler.release(call.lane);
+  /** Frees the call's thread; `sample`: its time on the thread is a service-time sample (unless `NaN`). */
+  #release(call: WorkerCall, sample = false): void {
+    if (sample) this.#scheduler.release(call.lane, call);
+    else this.#scheduler.release(call.lane);
     this.#forgetLane(call.lane);
   }
 
@@ -379,7 +480,45 @@ export class WorkerPool {
     // The outcome first: a broken script must drop the queued calls before the freed slot could start one.
     if (ok) call.resolve(valueOrError);
     else call.reject(this.#failure(valueOrError, call.options.task, call.method));
-    this.#release(call);
+    // A failure may be fast (a thrown error) or cut short (a crash): only a result is a service-time sample.
+    if (!ok) call.startedAt = Number.NaN;
+    this.#release(call, true);
+    this.#rejudge();
+  }
+
+  /**
+   * Judges every queued call again against the drain rate measured now: one whose expected wait (the calls
+   * before it, at that rate) leaves less than its method's service time before its deadline is shed now, not
+   * cut as a timeout later. O(queued): after every call while the queue is short, else only when the rate is
+   * first known or has fallen by a quarter since the last judgement; in between, admission at submission and
+   * at dequeue hold. The order is the submission order, close to the scheduler's (by request arrival); the
+   * estimate needs no more.
+   */
+  #rejudge(): void {
+    const admission = this.#admission;
+    const scheduler = this.#scheduler;
+    if (admission === null || scheduler.queued === 0) return;
+    const rate = admission.drainPerMs(scheduler.limit);
+    if (!(rate > 0)) return;
+    const fell = !(rate >= REJUDGE_FALL * this.#judgedRate);
+    if (fell || rate > this.#judgedRate) this.#judgedRate = rate;
+    if (!fell && scheduler.queued > REJUDGE_ALWAYS_UP_TO) return;
+    const now = this.#now();
+    let ahead = 0;
+    for (const call of [...this.#calls]) {
+      if (!call.queued) continue;
+      const deadline = call.deadline;
+      const left = deadline === undefined ? Number.POSITIVE_INFINITY : deadline - now;
+      const wait = admission.expectedWaitMs(ahead, scheduler.limit);
+      if (!admission.canFinish(left - wait, call.method)) {
+        this.shed(
+          call,
+          `it cannot finish in time, ${Math.round(wait)} ms expected wait for a thread, about ` +
+            `${Math.round(admission.serviceOf(call.method))} ms of work, ${Math.round(left)} ms left ` +
+            `(${scheduler.running}/${scheduler.concurrency} threads busy, ${scheduler.queued}/${scheduler.maxQueue} queued)`,
+        );
+      } else ahead++;
+    }
   }
 
   /** The script's method names (workerpool's built-in `methods`, less its own), or `undefined` if unknown. */

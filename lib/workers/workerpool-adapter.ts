@@ -100,8 +100,16 @@ export interface ThreadCall {
 
 /** workerpool's pool, reduced to what the package uses. */
 export interface Threads {
-  /** Hands a call to a thread. The caller makes sure one is free: workerpool's own queue stays empty. */
-  run(method: string, args: readonly unknown[], transfer: readonly Transferable[] | undefined): ThreadCall;
+  /**
+   * Hands a call to a thread. The caller makes sure one is free: workerpool's own queue stays empty.
+   * `onBegin` is called when the thread begins the call (after a thread start, if one was needed).
+   */
+  run(
+    method: string,
+    args: readonly unknown[],
+    transfer: readonly Transferable[] | undefined,
+    onBegin?: () => void,
+  ): ThreadCall;
   /** Threads started (busy or idle) and the idle ones. */
   threads(): { total: number; idle: number };
   /** Ends every thread now; resolves once they have exited (never rejects). */
@@ -124,10 +132,12 @@ export function startThreads(source: string, options: ThreadsOptions): Threads {
     },
   });
   return {
-    run(method, args, transfer) {
+    run(method, args, transfer, onBegin) {
       let started = false;
       const on = (payload: unknown): void => {
-        if (payload === STARTED) started = true;
+        if (payload !== STARTED || started) return;
+        started = true;
+        onBegin?.();
       };
       const promise = pool.exec(method, args as unknown[], {
         on,
