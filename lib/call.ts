@@ -187,7 +187,10 @@ export class Call implements TaskHost {
     this.scope.runtime.count(task);
     if (this.bulk || this.done) return;
     if (task.status === 'fulfilled' || task.usedFallback) {
-      for (const dependent of task.dependents) {
+      // Indexed: a for-of over the shared empty list allocated an iterator for every task without dependents.
+      const dependents = task.dependents;
+      for (let i = 0; i < dependents.length; i++) {
+        const dependent = dependents[i]!;
         if (--dependent.pendingDeps === 0) {
           dependent.results = valuesOf(dependent.deps);
           dependent.submit();

@@ -57,10 +57,52 @@ const MAX_RETRIES = 100;
  * Validates a call's tasks before anything starts, so bad input loses nothing: a non-function task, an
  * unknown option, an `after` naming no task of the call, or a cycle in `after` is a `TypeError` naming it.
  */
-export function parseTasks(tasks: unknown, where = 'tasks'): TaskDef[] {
+export function parseTasks(tasks: unknown, where = 'tasks'): readonly TaskDef[] {
   if (typeof tasks !== 'object' || tasks === null || Array.isArray(tasks)) {
     throw new TypeError(`Expected the ${where} to be an object of named tasks, got ${describe(tasks)}`);
   }
+  const seen = validatedTasks.get(tasks);
+  if (seen !== undefined && sameTasks(tasks as Record<string, unknown>, seen)) return seen.defs;
+  const defs = parseAll(tasks);
+  if (isPlainObject(tasks)) {
+    const keys: string[] = [];
+    const values: unknown[] = [];
+    for (const key in tasks) {
+      keys.push(key);
+      values.push(tasks[key]);
+    }
+    // Shared by every call made with this object from now on: frozen, so that none can change another's.
+    for (const def of defs) Object.freeze(def);
+    validatedTasks.set(tasks, { keys, values, defs: Object.freeze(defs) });
+  }
+  return defs;
+}
+
+/**
+ * Task objects already validated (the usual `const tasks = { … }` at module level, or `gather(tasks)`), with
+ * their names and values then, and their definitions: a call made with the same object, its names, values and
+ * spec objects unchanged, reuses them whole. Anything changed is validated again (see {@link validated}).
+ */
+const validatedTasks = new WeakMap<object, { keys: string[]; values: unknown[]; defs: readonly TaskDef[] }>();
+
+/** Same names in the same order, same values, and each spec object among them unchanged since validated. */
+function sameTasks(tasks: Record<string, unknown>, seen: { keys: string[]; values: unknown[] }): boolean {
+  const { keys, values } = seen;
+  let i = 0;
+  for (const key in tasks) {
+    if (i >= keys.length || keys[i] !== key) return false;
+    const value = tasks[key];
+    if (values[i] !== value) return false;
+    if (typeof value === 'object' && value !== null) {
+      const spec = validated.get(value);
+      if (spec === undefined || !unchanged(value as Record<string, unknown>, spec)) return false;
+    }
+    i++;
+  }
+  return i === keys.length;
+}
+
+function parseAll(tasks: object): TaskDef[] {
   const names = Object.keys(tasks);
   const defs: TaskDef[] = new Array<TaskDef>(names.length);
   let anyAfter = false;

@@ -247,7 +247,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
         );
         this.abortAttempts(lost);
       }
-      return this.finish('fulfilled', valueOrError);
+      return this.finish('fulfilled', valueOrError, now);
     }
     this.failed(status, valueOrError);
   }
@@ -371,17 +371,17 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   }
 
   /** The outcome of the task's own execution (its attempts): shared with the waiters of its key, then recorded. */
-  private finish(status: TaskStatus, valueOrError: unknown): void {
+  private finish(status: TaskStatus, valueOrError: unknown, now?: number): void {
     const flight = this.flight;
     if (flight !== null && flight.owner === this) {
       this.flight = null;
-      if (this.state !== 'settled') this.record(status, valueOrError);
+      if (this.state !== 'settled') this.record(status, valueOrError, now);
       flight.deliver(status as 'fulfilled', valueOrError);
       return;
     }
     if (this.state === 'settled') return;
     this.abortAttempts(valueOrError);
-    this.record(status, valueOrError);
+    this.record(status, valueOrError, now);
   }
 
   /**
@@ -418,10 +418,11 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.abortAttempts(reason);
   }
 
-  private record(status: TaskStatus, valueOrError: unknown): void {
+  /** `now`: the clock read of the attempt that just settled, when there is one (a read fewer a task). */
+  private record(status: TaskStatus, valueOrError: unknown, now = performance.now()): void {
     this.state = 'settled';
     this.status = status;
-    this.settledAt = performance.now();
+    this.settledAt = now;
     this.timer = clear(this.timer);
     this.hedgeTimer = clear(this.hedgeTimer);
     this.backoffTimer = clear(this.backoffTimer);
