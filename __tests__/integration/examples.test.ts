@@ -244,7 +244,6 @@ describe('each example, run as a program', () => {
     { file: 'examples/typed-after.ts', status: 200 },
     { file: 'examples/errors.ts', status: 400 },
     { file: 'examples/tail.ts', status: 200 },
-    { file: 'examples/route-budget.ts', status: 200 },
     { file: 'examples/shutdown.ts', status: 200 },
     { file: 'examples/prometheus.ts', status: 200 },
     { file: 'examples/otel.ts', status: 200, env: callees },
