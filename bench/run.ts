@@ -119,8 +119,8 @@ async function main(): Promise<number> {
     ['blocking', '5. Blocking work', () => blockingScenario(plan, env)],
     ['mixed', '6. Mixed IO and CPU', () => mixedScenario(plan, env)],
     ['tail', '7. Winning the tail back', () => tailScenario(plan, env)],
+    ['hot-path', '8. Hot path and cost growth (no HTTP)', () => hotPathScenario(plan, env)],
     ...pressureSteps(plan, env),
-    ['hot-path', '12. Hot path and cost growth (no HTTP)', () => hotPathScenario(plan, env)],
   ];
   for (const [id, title, run] of steps) {
     if (!args.only.has(id)) continue;

@@ -66,7 +66,7 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     ...runtime.stats(),
     eventLoop: door
       ? door.stats(performance.now())
-      : { delayMs: 0, utilization: 0, shedding: false, shed: 0 },
+      : { delayMs: 0, utilization: 0, shedding: false, shed: 0, inFlight: 0 },
   });
   middleware.observe = (observer) => runtime.observe(observer);
   return middleware;

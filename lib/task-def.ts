@@ -21,6 +21,8 @@ export interface TaskDef {
   key: string | undefined;
   /** Only ever true for a task with a fallback. */
   skipWhenLate: boolean;
+  /** The dependency whose bulkhead it uses (`undefined`: its name's). */
+  dependency: string | undefined;
 }
 
 export interface RetryPolicy {
@@ -41,10 +43,13 @@ const SPEC_KEYS = [
   'key',
   'skipWhenLate',
   'limit',
+  'dependency',
 ];
 const RETRY_KEYS = ['max', 'backoffMs', 'retryOn'];
 const QUANTILES: Record<string, number> = { p90: 0.9, p95: 0.95, p99: 0.99 };
 const NONE: readonly number[] = [];
+/** The longest `dependency` name (it becomes a key of `stats().dependencies` and a metric label). */
+const MAX_DEPENDENCY_LENGTH = 128;
 /** Retries at most, whatever the budget: each waits for a slot and a token anyway. */
 const MAX_RETRIES = 100;
 
@@ -119,6 +124,7 @@ function parseAll(tasks: object): TaskDef[] {
         hedges: 1,
         key: undefined,
         skipWhenLate: false,
+        dependency: undefined,
       };
       continue;
     }
@@ -200,6 +206,15 @@ function parseSpec(name: string, task: unknown): TaskDef {
     if (spec.limit !== undefined && (typeof spec.limit !== 'string' || spec.limit === '')) {
       throw new TypeError(`Expected \`limit\` to be the name of a limit, got ${describe(spec.limit)}`);
     }
+    const dependency = spec.dependency;
+    if (
+      dependency !== undefined &&
+      (typeof dependency !== 'string' || dependency === '' || dependency.length > MAX_DEPENDENCY_LENGTH)
+    ) {
+      throw new TypeError(
+        `Expected \`dependency\` to be a non-empty string of at most ${MAX_DEPENDENCY_LENGTH} characters, got ${describe(dependency)}`,
+      );
+    }
     return {
       name,
       run: spec.limit === undefined ? (spec.run as TaskFn) : limitedRun(spec.limit, spec.run as TaskFn),
@@ -217,6 +232,7 @@ function parseSpec(name: string, task: unknown): TaskDef {
       hedges: spec.hedges === undefined ? 1 : integer('hedges', spec.hedges, 1, 10),
       key: spec.key as string | undefined,
       skipWhenLate: hasFallback && spec.skipWhenLate !== false,
+      dependency: dependency as string | undefined,
     };
   });
 }

@@ -13,7 +13,7 @@ import {
 } from './errors';
 import { retryHint } from './fetch';
 import type { Runtime } from './runtime';
-import type { Lane } from './scheduler';
+import type { Bulkhead, Lane } from './scheduler';
 import type { Flight, FlightWaiter } from './single-flight';
 import type { TaskDef } from './task-def';
 import type { TaskProbe, TaskStatus } from './types';
@@ -78,6 +78,8 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   readonly probe: TaskProbe | null;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
   deadline: number;
+  /** Its dependency's bulkhead (`dependency`, else its name), resolved once: every attempt uses it. */
+  readonly bulkhead: Bulkhead;
 
   /**
    * Tasks of the same call waiting on this one, its own dependencies, and how many of them are still pending.
@@ -118,6 +120,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.submittedAt = now;
     this.deadline = host.deadline;
     this.slotless = WORKER_ONLY.has(def.run);
+    this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 

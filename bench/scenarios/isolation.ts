@@ -24,6 +24,7 @@ import {
   traceLines,
   windowRate,
   withBeforeTwins,
+  fullRounds,
 } from './pressure';
 import type { ChartRow, Environment, ScenarioResult, Table, Target, TraceLine, VariantRun } from './types';
 import { load } from './variant';
@@ -31,7 +32,9 @@ import { load } from './variant';
 const SLOW_CAPACITY = (isolation.slowCapacity * 1000) / isolation.slowCallMs / isolation.slowCallsPerRequest;
 
 export async function isolationScenario(plan: Plan, env: Environment): Promise<ScenarioResult> {
-  const p = plan.quick ? { rounds: 1, warmupS: 1, durationS: 3 } : { rounds: 3, warmupS: 2, durationS: 6 };
+  const p = plan.quick
+    ? { rounds: 1, warmupS: 1, durationS: 3 }
+    : { rounds: fullRounds(), warmupS: 2, durationS: 6 };
   const slowRate = Math.round(isolation.slowOverload * SLOW_CAPACITY);
   const runs: VariantRun[] = [
     {

@@ -22,6 +22,7 @@ import {
   traceLines,
   windowRate,
   withBeforeTwins,
+  fullRounds,
 } from './pressure';
 import type { ChartRow, Environment, ScenarioResult, Table, Target, VariantRun } from './types';
 import { load } from './variant';
@@ -29,7 +30,7 @@ import { load } from './variant';
 export async function loopOverloadScenario(plan: Plan, env: Environment): Promise<ScenarioResult> {
   const p = plan.quick
     ? { rounds: 1, warmupS: 1, durationS: 3, capacityS: 2 }
-    : { rounds: 3, warmupS: 2, durationS: 6, capacityS: 4 };
+    : { rounds: fullRounds(), warmupS: 2, durationS: 6, capacityS: 4 };
   const { budgetMs } = loopOverload;
   const runs: VariantRun[] = [
     { id: 'promise-all', label: 'Promise.all, unbounded', kind: 'baseline' },

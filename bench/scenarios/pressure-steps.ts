@@ -15,9 +15,9 @@ export function pressureSteps(
   env: Environment,
 ): [PressureScenarioId, string, () => Promise<ScenarioResult>][] {
   return [
-    ['surge', '8. Surge on a healthy downstream', () => surgeScenario(plan, env)],
-    ['isolation', '9. Isolation', () => isolationScenario(plan, env)],
-    ['workers-overload', '10. Worker threads at 3× capacity', () => workersOverloadScenario(plan, env)],
-    ['loop-overload', '11. The event loop at 3× capacity', () => loopOverloadScenario(plan, env)],
+    ['surge', '9. Surge on a healthy downstream', () => surgeScenario(plan, env)],
+    ['isolation', '10. Isolation', () => isolationScenario(plan, env)],
+    ['workers-overload', '11. Worker threads at 3× capacity', () => workersOverloadScenario(plan, env)],
+    ['loop-overload', '12. The event loop at 3× capacity', () => loopOverloadScenario(plan, env)],
   ];
 }

@@ -30,6 +30,20 @@ export function spread(values: number[], show: (v: number) => string): string {
   return `${show(median(finite))} [${show(Math.min(...finite))}–${show(Math.max(...finite))}]`;
 }
 
+/**
+ * Rounds of a full run: 3, or `BENCH_PRESSURE_ROUNDS` (a positive integer) to trade the spread for time, e.g. when
+ * a side-by-side run with `BENCH_BEFORE_ROOT` doubles the package's variants.
+ */
+export function fullRounds(): number {
+  const raw = process.env.BENCH_PRESSURE_ROUNDS;
+  if (raw === undefined || raw === '') return 3;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`Expected BENCH_PRESSURE_ROUNDS to be an integer >= 1, got \`${raw}\``);
+  }
+  return n;
+}
+
 /** One measured round of a variant: what the client saw and what the server said about the same window. */
 export interface Round {
   load: LoadResult;

@@ -19,6 +19,7 @@ import {
   spread,
   statsTraceTable,
   withBeforeTwins,
+  fullRounds,
 } from './pressure';
 import type { ChartRow, Environment, ScenarioResult, Table, Target, TraceLine, VariantRun } from './types';
 import { load } from './variant';
@@ -31,7 +32,7 @@ const configOf = (id: string): string | undefined =>
 export async function surgeScenario(plan: Plan, env: Environment): Promise<ScenarioResult> {
   const p = plan.quick
     ? { clients: [50, 200], rounds: 1, warmupS: 1, durationS: 2 }
-    : { clients: [...surge.clients], rounds: 3, warmupS: 1, durationS: 4 };
+    : { clients: [...surge.clients], rounds: fullRounds(), warmupS: 1, durationS: 4 };
   const make = (id: string, label: string, kind: VariantRun['kind']): VariantRun => {
     const config = configOf(id);
     return { id, label, kind, ...(config ? { config } : {}) };

@@ -23,6 +23,7 @@ import {
   traceLines,
   windowRate,
   withBeforeTwins,
+  fullRounds,
 } from './pressure';
 import type { ChartRow, Environment, ScenarioResult, Table, Target, VariantRun } from './types';
 import { load } from './variant';
@@ -30,7 +31,7 @@ import { load } from './variant';
 export async function workersOverloadScenario(plan: Plan, env: Environment): Promise<ScenarioResult> {
   const p = plan.quick
     ? { rounds: 1, warmupS: 1, durationS: 3, capacityS: 2 }
-    : { rounds: 3, warmupS: 2, durationS: 6, capacityS: 4 };
+    : { rounds: fullRounds(), warmupS: 2, durationS: 6, capacityS: 4 };
   const { budgetMs } = workersOverload;
   const runs: VariantRun[] = (['defaults', 'tuned-queue-4'] as const).map((id) => ({
     id,
@@ -46,16 +47,17 @@ export async function workersOverloadScenario(plan: Plan, env: Environment): Pro
   let offered = 0;
 
   /**
-   * The pool's capacity: 2xx/s from 3 connections in a closed loop (one more than the default pool's 2 threads, so
-   * a thread is rarely idle, and a wait of one step at most: far from the budget even on a crowded core).
+   * The pool's capacity: 2xx/s from 2 connections in a closed loop, one a thread of the default pool (2 on this
+   * machine), so no call waits behind another: on a crowded core a 10 ms step can take 100 ms of wall time, and a
+   * call queued behind one would already meet the budget.
    */
   const measureCapacity = async (cpus: string | undefined, when: string): Promise<void> => {
     await onFreshServer(capacityRun, 'workers-overload', env, new Map(), cpus, async (server) => {
       // Long enough for the threads to start (each loads the worker script) before the measured window.
-      await load(server, `capacity warm-up (${when})`, { path: '/', connections: 3, durationS: 2 });
+      await load(server, `capacity warm-up (${when})`, { path: '/', connections: 2, durationS: 2 });
       const result = await load(server, `capacity (${when})`, {
         path: '/',
-        connections: 3,
+        connections: 2,
         durationS: p.capacityS,
       });
       capacities.push(result.okRps);
@@ -242,7 +244,7 @@ export async function workersOverloadScenario(plan: Plan, env: Environment): Pro
     setup:
       `Each request: \`req.fanout.worker('burn', [n])\`, n = ${Math.round(perMs * workersOverload.stepMs).toLocaleString('en-US')} ` +
       `iterations (about ${workersOverload.stepMs} ms of one core, calibrated in this run), budget ${budgetMs} ms, the ` +
-      `default pool size. The pool's capacity is measured first on the defaults (3 connections, closed loop, ` +
+      `default pool size. The pool's capacity is measured first on the defaults (2 connections, one a thread, closed loop, ` +
       `${p.capacityS} s) and again at the end: ${capacities.map((c) => fmt.rps(c)).join(' then ')} req/s; the ratios use ` +
       `their median. Offered ${offered} req/s (${workersOverload.overload}× the first) from 150 connections (15 ` +
       `instances), ${p.durationS} s a round after a ${p.warmupS} s warm-up at a third of capacity, ${p.rounds} round(s), ` +
