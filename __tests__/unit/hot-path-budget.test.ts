@@ -7,11 +7,11 @@ import { measureHotPath, type FanoutFactory } from '../../bench/micro/hot-path';
 const factory = fanout as unknown as FanoutFactory;
 
 describe('hot path budget (ratios to Promise.all in the same run)', () => {
-  it('one all() of three instant tasks allocates under 8x what a bare Promise.all does, and under 32 KB', async () => {
+  it('one all() of three instant tasks allocates under 8x what a bare Promise.all of them does', async () => {
     const r = await measureHotPath({ fanout: factory, tasks: 3, rounds: 5, batch: 2000 });
-    // Measured (lib/ under ts-jest, and dist/): 2.3-3.0x and 6.7-8.9 KB a request.
+    // Measured (lib/ under ts-jest, and dist/): 2.3-3.0x, 6.7-8.9 KB a request. No bound in KB: in a full run a
+    // jest worker's other work (timers of earlier test files) allocates meanwhile and is counted (42 KB seen).
     expect(r.bytesRatio).toBeLessThan(8);
-    expect(r.fanout.bytesPerOp).toBeLessThan(32 * 1024);
     // Measured 0.2-0.3 of Promise.all's rate without Express around it (Express costs ~70 µs a request).
     expect(r.opsRatio).toBeGreaterThan(0.01);
   });
