@@ -298,13 +298,16 @@ export class Runtime {
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.closed = true;
+    // The loop monitor at once, as the door's lease (middleware.ts): tasks still running take samples without
+    // the loop's share, and a monitor held until a drain that may never come (a test's fake clock, a stuck task)
+    // would keep ticking with a stale due time.
+    this.loop?.release();
     // IO tasks first (one may still call a worker), then worker calls, which hold no IO slot.
     this.closing = this.scheduler
       .idle()
       .then(() => this.pool?.drained())
       .then(() => {
         this.drained = true;
-        this.loop?.release();
         return this.pool?.close();
       });
     return this.closing;

@@ -744,9 +744,13 @@ export interface EventLoopStats {
 
 /** `stats().dependencies[name]`: one dependency's bulkhead. */
 export interface DependencyStats {
+  /** Its adaptive limit now: the calls it takes at once, inflated while the event loop holds replies up. */
   limit: number;
+  /** Its tasks holding a slot. */
   running: number;
+  /** Its tasks waiting for a slot (at most half of `maxQueue`). */
   queued: number;
+  /** Its tasks shed since the middleware was created (a whole call shed counts each of its tasks). */
   shed: number;
 }
 
