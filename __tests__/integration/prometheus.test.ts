@@ -297,6 +297,23 @@ describe('express-fanout/prometheus', () => {
     expect(find(samples, 'fanout_dependency_limit')).toHaveLength(3);
   });
 
+  it('cuts a dependency name to 64 characters in its label, as a task name', async () => {
+    const { fo } = await serve({}, () => undefined);
+    const long = 'd'.repeat(70);
+    const stub = {
+      observe: fo.observe,
+      stats: (): FanoutStats => ({
+        ...fo.stats(),
+        dependencies: { [long]: { limit: 3, running: 1, queued: 0, shed: 0 } },
+      }),
+    };
+    const registry = new Registry();
+    const metrics = prometheus(stub, { registry });
+    onCleanup(() => metrics.remove());
+    const samples = find(parse(await registry.metrics()), 'fanout_dependency_limit');
+    expect(samples.map((s) => [s.labels.dependency, s.value])).toEqual([['d'.repeat(64), 3]]);
+  });
+
   it('refuses bad options with a TypeError naming them', async () => {
     const { fo } = await serve({}, () => undefined);
     expect(() => prometheus(fo, { prefix: 'bad-prefix' })).toThrow(TypeError);
