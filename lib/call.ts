@@ -114,7 +114,8 @@ export class Call implements TaskHost {
     let first: Bulkhead | undefined;
     let mixed = false;
     for (const task of this.tasks) {
-      if (task.pendingDeps !== 0) continue;
+      // A task that only calls a worker needs no IO slot: the worker pool admits it.
+      if (task.pendingDeps !== 0 || task.slotless) continue;
       ready++;
       if (first === undefined) first = task.bulkhead;
       else if (task.bulkhead !== first) mixed = true;
@@ -127,7 +128,7 @@ export class Call implements TaskHost {
     const required: TaskRun[] = [];
     let fits = true;
     for (const task of this.tasks) {
-      if (task.pendingDeps !== 0) continue;
+      if (task.pendingDeps !== 0 || task.slotless) continue;
       const bulkhead = task.bulkhead;
       let group = groups[0];
       for (let i = 1; group !== undefined && group.bulkhead !== bulkhead; i++) group = groups[i];

@@ -120,7 +120,9 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.submittedAt = now;
     this.deadline = host.deadline;
     this.slotless = WORKER_ONLY.has(def.run);
-    this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
+    // A task that only calls a worker takes no IO slot: no bulkhead of its own (the worker pool admits it).
+    const scheduler = host.scope.runtime.scheduler;
+    this.bulkhead = this.slotless ? scheduler.base : scheduler.bulkhead(def.dependency ?? def.name);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 

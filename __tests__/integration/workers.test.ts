@@ -124,6 +124,10 @@ describe.each(expressVersions)('worker threads (%s)', (_version, express) => {
       failed: 0,
       workers: { busy: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
     });
+    // req.fanout.worker() takes no IO slot, so its task has no bulkhead of its own; the IO tasks do.
+    const dependencies = Object.keys(fo.stats().dependencies);
+    expect(dependencies).not.toContain('add');
+    expect(dependencies).toEqual(expect.arrayContaining(['sum', 'echoed', 'local']));
   });
 
   it('cuts a runaway loop at the budget with a 504, terminates its thread and keeps serving at full size', async () => {
