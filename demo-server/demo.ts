@@ -34,6 +34,8 @@ export interface DemoOptions {
   dataDir?: string;
   /** Where 5xx errors are reported. @default console.error */
   log?: (line: string) => void;
+  /** Called once the server listens, before the warm-up requests (the demo answers from then on). */
+  onListening?: (url: string) => void;
 }
 
 export interface Demo {
@@ -95,6 +97,7 @@ export async function createDemo(options: DemoOptions = {}): Promise<Demo> {
     const { server } = listening;
     const { port } = server.address() as AddressInfo;
     const url = `http://${urlHost(options.host)}:${port}`;
+    options.onListening?.(url);
     // The same for the worker pool: two requests at once start both threads, which load the script and open
     // the database, before any client's request.
     await Promise.all([warmUp(`${url}/?apiMs=0`), warmUp(`${url}/?apiMs=0`)]);

@@ -1,16 +1,51 @@
-// `npm start`: the demo server on PORT (default 3000), until SIGINT or SIGTERM. With WEB_CONCURRENCY > 1 it runs
-// under node:cluster: that many workers share the port, and the primary forwards the signal (cluster.ts).
+// `npm start`: the demo server on PORT (default 3000), until SIGINT or SIGTERM; its data in DEMO_DATA_DIR (default
+// demo-server/data). With WEB_CONCURRENCY > 1 it runs under node:cluster: that many workers share the port, and
+// the primary forwards the signal (cluster.ts).
 import cluster from 'node:cluster';
 import { ROUTES } from './app';
 import { runPrimary, webConcurrency } from './cluster';
-import { BUDGET_MS, createDemo } from './demo';
+import { BUDGET_MS, createDemo, type Demo } from './demo';
 
 /** Longest a shutdown may take (requests in flight finish within their budget) before the process gives up. */
 const SHUTDOWN_LIMIT_MS = 10_000;
 
 async function main(): Promise<void> {
   const port = parsePort(process.env.PORT);
-  const demo = await createDemo({ port });
+  // The signal handlers are installed in the tick that starts the demo, before it can listen: a SIGTERM during
+  // the start-up (the warm-up requests run once the port is open) waits for the start to finish and then stops
+  // the demo as any other, the requests in flight answered, instead of killing the process under them.
+  const starting: Promise<Demo> = createDemo({
+    port,
+    dataDir: process.env.DEMO_DATA_DIR || undefined,
+    onListening: (url) => console.log(`listening on ${url}; warming up the worker threads`),
+  });
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    process.off('SIGINT', stop).off('SIGTERM', stop);
+    stopping = true;
+    console.log(`${signal}: finishing the requests in flight, then stopping (again to force)`);
+    const limit = setTimeout(() => {
+      console.error(`Still not stopped after ${SHUTDOWN_LIMIT_MS} ms; exiting anyway`);
+      process.exit(1);
+    }, SHUTDOWN_LIMIT_MS);
+    limit.unref();
+    starting
+      .then((demo) => demo.close())
+      .then(
+        () => {
+          clearTimeout(limit);
+          console.log('stopped');
+          process.exit(0);
+        },
+        (error: unknown) => {
+          console.error('shutdown failed:', error);
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGINT', stop).on('SIGTERM', stop);
+  const demo = await starting;
+  if (stopping) return; // stop() closes it
   const { setup } = demo;
   const data = setup.databaseCreatedMs === null ? 'found' : `created in ${setup.databaseCreatedMs} ms`;
   const width = Math.max(...ROUTES.map(([path]) => path.length));
@@ -20,28 +55,6 @@ async function main(): Promise<void> {
   console.log(`data: ${demo.dataDir} (database ${data}; one query takes ${setup.queryMs} ms here)`);
   console.log(`worker pool: ${setup.workerScript} (the query and /cpu's fib run there)`);
   console.log('Ctrl-C stops it.');
-
-  const stop = (signal: NodeJS.Signals) => {
-    process.off('SIGINT', stop).off('SIGTERM', stop);
-    console.log(`${signal}: finishing the requests in flight, then stopping (again to force)`);
-    const limit = setTimeout(() => {
-      console.error(`Still not stopped after ${SHUTDOWN_LIMIT_MS} ms; exiting anyway`);
-      process.exit(1);
-    }, SHUTDOWN_LIMIT_MS);
-    limit.unref();
-    demo.close().then(
-      () => {
-        clearTimeout(limit);
-        console.log('stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        console.error('shutdown failed:', error);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop).on('SIGTERM', stop);
 }
 
 function parsePort(raw: string | undefined): number {

@@ -1,5 +1,6 @@
 // The one-line endpoint at the top of the README: three IO steps of 100, 200 and 300 ms fanned out by gather(),
 // which answers with their merged JSON in about 300 ms (awaited one after another: 600 ms).
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { fanout, gather, type TaskContext } from 'express-fanout';
@@ -14,3 +15,12 @@ export const app = express();
 app.use(fanout({ budgetMs: 500 }));
 app.get('/', gather({ file: readFile, db: queryDb, api: { run: callApi, timeoutMs: 150, fallback: null } }));
 // #endregion
+
+// Run directly (`npx tsx <this file>`; PORT chooses the port, 0 any free one) it listens; imported, as the tests
+// import it, it does not.
+if (require.main === module) {
+  const server = app.listen(Number(process.env.PORT ?? 3000), () => {
+    const url = `http://localhost:${(server.address() as AddressInfo).port}`;
+    console.log(`Listening on ${url}\nTry: curl -i ${url}/`);
+  });
+}

@@ -1,5 +1,6 @@
 // Prometheus: `npm install prom-client`, then one call registers the middleware's metrics on prom-client's
 // default registry (or `{ registry }`), and `/metrics` serves them as Prometheus scrapes them.
+import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { register } from 'prom-client';
 import { fanout } from 'express-fanout';
@@ -21,3 +22,12 @@ app.get('/', async (req, res, next) => {
     next(error);
   }
 });
+
+// Run directly (`npx tsx <this file>`; PORT chooses the port, 0 any free one) it listens; imported, as the tests
+// import it, it does not.
+if (require.main === module) {
+  const server = app.listen(Number(process.env.PORT ?? 3000), () => {
+    const url = `http://localhost:${(server.address() as AddressInfo).port}`;
+    console.log(`Listening on ${url}\nTry: curl -i ${url}/\n     curl ${url}/metrics`);
+  });
+}

@@ -1,7 +1,9 @@
 // Quick start: one request's three IO steps (a file, two calls to a remote service) fanned out under a 500 ms
-// budget, with a fallback for the slowest. Runs against the demo's slow API (`GET /?ms=N` answers after N ms):
-//   SLOW_API_URL=http://127.0.0.1:<port> npx tsx examples/quick-start.ts   (npm start prints the slow API's URL)
+// budget, with a fallback for the slowest. `npx tsx examples/quick-start.ts` runs it against a stand-in of a slow
+// API (`GET /?ms=N` answers after N ms); SLOW_API_URL=<url> against the demo's (npm start prints its URL).
 import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { fanout, gather, type TaskContext } from 'express-fanout';
 
@@ -46,8 +48,30 @@ export function createApp(apiUrl: string) {
   return { app, fo };
 }
 
+/** A stand-in for a slow API, in this process: `GET /?ms=N` answers `{"delayMs":N}` after N ms. Unref'd: it
+ * does not keep the process alive once the app's server has closed. */
+function slowApi(): Promise<string> {
+  const server = http.createServer((req, res) => {
+    const ms = Number(new URL(req.url ?? '/', 'http://localhost').searchParams.get('ms') ?? 0);
+    setTimeout(
+      () => res.setHeader('content-type', 'application/json').end(JSON.stringify({ delayMs: ms })),
+      ms,
+    );
+  });
+  return new Promise((resolve) =>
+    server.unref().listen(0, () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
+  );
+}
+
 if (require.main === module) {
-  const { app, fo } = createApp(process.env.SLOW_API_URL ?? 'http://127.0.0.1:4000');
-  const server = app.listen(3001, () => console.log('http://localhost:3001/profile'));
-  process.on('SIGTERM', () => server.close(() => fo.close())); // stop admitting, drain, end worker threads
+  void (async () => {
+    const { app, fo } = createApp(process.env.SLOW_API_URL ?? (await slowApi()));
+    const server = app.listen(Number(process.env.PORT ?? 3001), () => {
+      const url = `http://localhost:${(server.address() as AddressInfo).port}`;
+      console.log(
+        `Listening on ${url}\nTry: curl -i ${url}/profile\n     curl -i '${url}/profile?recoMs=2000'`,
+      );
+    });
+    process.once('SIGTERM', () => server.close(() => void fo.close())); // stop admitting, drain, end worker threads
+  })();
 }

@@ -1,5 +1,6 @@
 // settle(): a partial answer is the answer. Never rejects (except once the client is gone); every task reports
 // its status, value or error, and duration.
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { fanout } from 'express-fanout';
@@ -26,3 +27,12 @@ app.get('/dashboard', async (req, res, next) => {
     next(error); // only a ClientClosedError gets here: nobody is left to answer
   }
 });
+
+// Run directly (`npx tsx <this file>`; PORT chooses the port, 0 any free one) it listens; imported, as the tests
+// import it, it does not.
+if (require.main === module) {
+  const server = app.listen(Number(process.env.PORT ?? 3000), () => {
+    const url = `http://localhost:${(server.address() as AddressInfo).port}`;
+    console.log(`Listening on ${url}\nTry: curl -i ${url}/dashboard`);
+  });
+}

@@ -1,5 +1,6 @@
 // Typed dependencies: `after` compiles only with the names of sibling tasks, and `ctx.results` holds exactly
 // the values of the tasks it names, typed from the object literal itself.
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { fanout, type TaskContext } from 'express-fanout';
@@ -37,3 +38,12 @@ app.get('/users/:id/home', async (req, res, next) => {
     next(error);
   }
 });
+
+// Run directly (`npx tsx <this file>`; PORT chooses the port, 0 any free one) it listens; imported, as the tests
+// import it, it does not.
+if (require.main === module) {
+  const server = app.listen(Number(process.env.PORT ?? 3000), () => {
+    const url = `http://localhost:${(server.address() as AddressInfo).port}`;
+    console.log(`Listening on ${url}\nTry: curl -i ${url}/users/1/home`);
+  });
+}

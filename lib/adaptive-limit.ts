@@ -20,7 +20,9 @@ export interface AdaptiveLimitSettings {
 
 export const ADAPTIVE_DEFAULTS: AdaptiveLimitSettings = {
   min: 4,
-  max: 1024,
+  // The process-wide ceiling too: 1,000 closed-loop clients of three tasks each need 3,000 (with 1,024, and
+  // `maxQueue` 1,024, a third of them were shed however healthy the dependency).
+  max: 4096,
   initial: 32,
   tolerance: 1,
   slackMs: 5,
@@ -65,6 +67,8 @@ const MAX_INFLATION = 32;
  * and per window:
  *
  * - `share` = loop delay / latency. The dependency's part is `mean × (1 − share)`; it drives the gradient.
+ *   A sample's loop delay is the monitor's delay accrued during the hold (a stall), at most the loop's recent
+ *   delay (a saturated loop is late at every tick of a long hold, while the reply waited for about one).
  * - Of every slot held, only that part is spent at the dependency; the rest the reply sits in the loop's queue,
  *   no longer the dependency's load. To let the dependency see `estimate` calls at once, the scheduler must
  *   therefore allow `estimate / (1 − share)` slots (Little's law on the two parts of the hold): the slot limit
@@ -76,9 +80,10 @@ const MAX_INFLATION = 32;
  *
  * Why this is sound: the loop's delay is measured by a timer that has nothing to do with the dependency (its
  * lateness is the delay every callback due then suffered), so a window's share can only be large when the loop
- * itself queues. The monitor's cumulative delay over a hold overstates the delay of a task's reply when the
- * loop is saturated (it sums every late tick of the hold, the reply waited for one), so the correction errs
- * towards a smaller dependency latency: a higher limit, never a collapse. The no-load latency, which every
+ * itself queues; capped by the recent delay, a slow dependency behind a saturated loop keeps most of its
+ * latency as its own (measured: without the cap, a 3× overload on a loaded machine read as 90 % loop and let
+ * the limit climb to its maximum). Where the estimate errs, it errs towards a smaller dependency latency: a
+ * higher limit, never a collapse. The no-load latency, which every
  * later window is judged against, must not be learned too low (a timer-like dependency would then shrink the
  * limit to its minimum): it learns from the corrected mean only in windows where the loop took less than
  * a quarter, and from the raw mean (an overestimate) otherwise. A saturated dependency keeps its signal: its

@@ -5,7 +5,7 @@ import { downstreamOutcome, fetchWithin } from './fetch';
 import { originArgument } from './transit';
 import { RUN_LIMITED } from './fleet-limit';
 import type { Runtime } from './runtime';
-import type { Job, Lane } from './scheduler';
+import type { Bulkhead, Job, Lane } from './scheduler';
 import type {
   TaskContext,
   TaskFn,
@@ -25,6 +25,7 @@ export interface AttemptOwner {
   readonly def: { readonly run: TaskFn };
   readonly runtime: Runtime;
   readonly lane: Lane;
+  readonly bulkhead: Bulkhead;
   readonly slotless: boolean;
   readonly executionDeadline: number;
   readonly results: Record<string, unknown>;
@@ -90,6 +91,11 @@ export class Attempt implements Job {
   /** Its task's name (the scheduler keeps service times per name). */
   get name(): string {
     return this.task.name;
+  }
+
+  /** Its dependency's bulkhead: its task's. */
+  get bulkhead(): Bulkhead {
+    return this.task.bulkhead;
   }
 
   /** What the admission policy reads: the task's deadline (the latest waiter's for a shared execution). */
@@ -260,7 +266,7 @@ export class Attempt implements Job {
     this.holdsSlot = false;
     this.lentSlot = true;
     this.startedAt = Number.NaN;
-    this.task.runtime.scheduler.lend(this.task.lane);
+    this.task.runtime.scheduler.lend(this.task.lane, this);
   }
 
   /** Takes the lent slot back; resolves once the attempt holds it again, or at once if it ended meanwhile. */
@@ -268,6 +274,7 @@ export class Attempt implements Job {
     if (!this.lentSlot) return Promise.resolve();
     if (this.retaking) return this.retaking;
     const lane = this.task.lane;
+    const bulkhead = this.task.bulkhead;
     const scheduler = this.task.runtime.scheduler;
     if (this.ended) {
       this.lentSlot = false;
@@ -280,12 +287,13 @@ export class Attempt implements Job {
         nextJob: null,
         prevJob: null,
         queued: false,
+        bulkhead,
         start: () => {
           signal.removeEventListener('abort', onEnded);
           this.retaking = null;
           this.lentSlot = false;
           // Ended while it waited: nothing needs the slot; give it back off the scheduler's stack.
-          if (this.ended) queueMicrotask(() => scheduler.release(lane));
+          if (this.ended) queueMicrotask(() => scheduler.release(lane, undefined, bulkhead));
           else this.holdsSlot = true;
           resolve();
         },

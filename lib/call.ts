@@ -15,6 +15,7 @@ import {
 } from './errors';
 import { clear, timerIn } from './deadline';
 import type { TaskDef } from './task-def';
+import type { Bulkhead } from './scheduler';
 import { TaskRun, type RequestHost, type TaskHost } from './task';
 import type { Settled, TaskStatus } from './types';
 
@@ -106,13 +107,29 @@ export class Call implements TaskHost {
   private admitWhole(): boolean {
     const scope = this.scope;
     const { scheduler, closed } = scope.runtime;
-    const room = scheduler.capacity(scope.lane, this.deadline);
-    let ready = 0;
-    for (const task of this.tasks) if (task.pendingDeps === 0) ready++;
-    if (ready <= room || closed || scope.over) return false;
-    // Only a call that does not fit lists its required tasks.
+    if (closed || scope.over) return false;
+    // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
+    // elsewhere. One entry per distinct bulkhead, found by a scan: a call names few dependencies.
+    const groups: { bulkhead: Bulkhead; room: number; ready: number; required: number }[] = [];
     const required: TaskRun[] = [];
-    for (const task of this.tasks) if (task.pendingDeps === 0 && !task.def.hasFallback) required.push(task);
+    const now = performance.now();
+    let fits = true;
+    for (const task of this.tasks) {
+      if (task.pendingDeps !== 0) continue;
+      const bulkhead = task.bulkhead;
+      let group = groups[0];
+      for (let i = 1; group !== undefined && group.bulkhead !== bulkhead; i++) group = groups[i];
+      if (group === undefined) {
+        const room = scheduler.capacity(scope.lane, this.deadline, bulkhead, now);
+        groups.push((group = { bulkhead, room, ready: 0, required: 0 }));
+      }
+      if (++group.ready > group.room) fits = false;
+      if (!task.def.hasFallback) {
+        required.push(task);
+        group.required++;
+      }
+    }
+    if (fits) return false;
     const limit = Math.min(scheduler.perRequest, scheduler.concurrency) + scheduler.maxQueue;
     if (required.length > limit) {
       const detail = `perRequest ${scheduler.perRequest} + maxQueue ${scheduler.maxQueue}`;
@@ -127,13 +144,25 @@ export class Call implements TaskHost {
       this.finish(error);
       return true;
     }
-    if (required.length <= room) {
+    let short: (typeof groups)[number] | undefined;
+    for (const group of groups) if (group.required > group.room) short ??= group;
+    if (short === undefined) {
       for (const task of required) task.submit();
       for (const task of this.tasks) if (task.pendingDeps === 0 && task.def.hasFallback) task.submit();
       return true;
     }
-    const refused = required.slice(room).map((task) => task.name);
-    const detail = `no room for the ${required.length} required tasks of the call ${scheduler.occupancy()}`;
+    // The required tasks beyond their dependency's room, in the call's order.
+    const refused: string[] = [];
+    for (const group of groups) {
+      if (group.required <= group.room) continue;
+      let skip = group.room;
+      for (const task of required) {
+        if (task.bulkhead !== group.bulkhead) continue;
+        if (skip > 0) skip--;
+        else refused.push(task.name);
+      }
+    }
+    const detail = `no room for the ${required.length} required tasks of the call ${scheduler.occupancy(short.bulkhead)}`;
     this.settleAll(() => {
       for (const task of this.tasks) {
         task.settle(
@@ -158,7 +187,10 @@ export class Call implements TaskHost {
     this.scope.runtime.count(task);
     if (this.bulk || this.done) return;
     if (task.status === 'fulfilled' || task.usedFallback) {
-      for (const dependent of task.dependents) {
+      // Indexed: a for-of over the shared empty list allocated an iterator for every task without dependents.
+      const dependents = task.dependents;
+      for (let i = 0; i < dependents.length; i++) {
+        const dependent = dependents[i]!;
         if (--dependent.pendingDeps === 0) {
           dependent.results = valuesOf(dependent.deps);
           dependent.submit();

@@ -28,12 +28,16 @@ const BUCKET_MS = 100;
 /** … over this many buckets: "recent" is the last second. */
 const BUCKETS = 10;
 /** The rate of the bucket being filled is read over at least this long, ms (its first few ms say little). */
-const MIN_PARTIAL_MS = 10;
+const MIN_PARTIAL_MS = 50;
 /**
  * A request is admitted if its expected time in the process, this many times over, still fits its budget:
  * Little's law gives the mean, and requests admitted at the edge should not all end as 504s.
  */
 const LATENCY_MARGIN = 1.25;
+/** Requests pile up when more than this many times those completed arrived in the last second. */
+const PILE_UP = 1.25;
+/** … and at least this many arrived: a few requests are no pile (and a lightly loaded process sheds nothing). */
+const MIN_PILE = 10;
 /** The no-load latency is the lowest bucket mean of the last two epochs of this length, ms. */
 const LATENCY_EPOCH_MS = 10_000;
 /** After a shed, requests are judged for this long whatever the loop's state, ms (go-zero's cool-off). */
@@ -58,18 +62,22 @@ const STALL_IS_BUSY_MS = 100;
  * And, as go-zero's cool-off, for a second after any shed, whatever the loop: load comes in waves (clients
  * retrying together, timers in lockstep), and between two the loop catches up and looks idle.
  *
- * **Whom it sheds.** A request is shed when the loop's delay alone is as long as its budget, or when both
+ * **Whom it sheds.** A request is shed when both
  * - more is in flight than fits: the requests between this door and the end of their response reach the best
  *   completions per ms of the last second times the no-load latency (the lowest bucket mean of the last 10-20 s;
  *   the last second's would follow an overload up and let ever more in), and
- * - Little's law says the new one would not make it: `(in flight + 1) / best rate`, the time the queue ahead of
- *   it takes to drain at the rate the process answers, times 1.25, exceeds its budget.
+ * - Little's law says the new one would not make it: `(in flight + 1) / rate`, the time the queue ahead of it
+ *   takes to drain at the rate the process answers (the last second's mean), times 1.25, exceeds its budget (with nothing completed
+ *   in the last second, the loop's delay stands for it).
+ * The loop's delay alone sheds nothing: a process the machine descheduled for a second comes back late by a
+ * second, and can answer within the budget again at once.
  * A closed-loop surge of clients on a healthy downstream keeps `clients / rate` in flight, inside the budget: it
  * is never shed, however busy the loop (shedding it would only bring the clients straight back, and cost loop
  * time). The rate is only known once something completed under load: until the requests' own latency confirms
  * the overload (in flight for an eighth of the budget on average, completing in half of it, or a loop half a
- * budget late), nothing is shed on the estimate alone; once confirmed, Little's law decides until the door stops
- * judging.
+ * budget late) while requests pile up (more arrived in the last second than 1.25 times those that completed; a
+ * closed loop of clients that the machine stalls does not pile up), nothing is shed on the estimate alone; once
+ * confirmed, Little's law decides until the door stops judging.
  *
  * Deciding costs a clock read and a few comparisons while the door does not judge; a shed request costs one
  * small error object without a stack (and whatever the app's error handler does with it).
@@ -94,9 +102,14 @@ export class Door {
   /** Completions and their summed latency per bucket; `bucket` is the index (time / BUCKET_MS) being filled. */
   private readonly counts = new Float64Array(BUCKETS);
   private readonly sums = new Float64Array(BUCKETS);
+  /** Requests that came to the door per bucket, admitted or shed; whether requests were in flight in it. */
+  private readonly arrived = new Float64Array(BUCKETS);
+  private readonly busy = new Uint8Array(BUCKETS);
   private bucket: number;
   /** Best completions per ms of the full buckets in the window, and the no-load latency; 0 and NaN when unknown. */
   private bestRate = 0;
+  /** Mean completions per ms of the full buckets in the window that had requests in flight. */
+  private meanRate = 0;
   private bestLatency = Number.NaN;
   /** The lowest mean latency of a bucket in this epoch and in the last, ms; since when this epoch runs. */
   private epochLatency = Number.NaN;
@@ -157,24 +170,27 @@ export class Door {
     this.roll(now);
     const delay = this.delayMs;
     const rate = this.rateAt(now);
+    // Nothing completed in the last second: the loop's own delay is all that is known of the wait.
     const expected = rate > 0 ? (this.inFlight + 1) / rate : delay;
-    // The loop's delay alone breaks the budget: every callback of the request would wait that long.
-    let breaks = delay >= budgetMs;
-    if (!breaks) {
-      const fits = rate > 0 && this.bestLatency === this.bestLatency ? rate * this.bestLatency : 0;
-      breaks = this.inFlight >= fits && expected * LATENCY_MARGIN > budgetMs;
-      if (breaks && !this.confirmed) {
-        // Little's law gives the steady state; just after a surge began the rate is still being measured.
-        // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
-        // it), or a loop half a budget late, confirm the overload, until the door stops judging.
-        const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
-        breaks = this.confirmed =
-          delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs);
-      }
+    const best = this.bestRate > rate ? this.bestRate : rate;
+    const fits = this.bestLatency === this.bestLatency ? best * this.bestLatency : 0;
+    let breaks = this.inFlight >= fits && expected * LATENCY_MARGIN > budgetMs;
+    if (breaks && !this.confirmed) {
+      // Little's law gives the steady state; just after a surge began the rate is still being measured.
+      // Requests that wait long (in flight for an eighth of the budget on average, or completed in half of
+      // it), or a loop half a budget late, confirm the overload, until the door stops judging.
+      // And the requests must be piling up: more arrived in the last second than completed. A closed loop of
+      // clients sends only as answers come back; when the machine stalls it, its requests are late, but
+      // shedding them would only bring them straight back.
+      const meanAge = this.inFlight > 0 ? now - this.arrivals / this.inFlight : 0;
+      breaks = this.confirmed =
+        (delay * 2 >= budgetMs || meanAge * 8 >= budgetMs || !(this.recentLatency * 2 < budgetMs)) &&
+        this.pilingUp();
     }
     if (!breaks) return Number.NaN;
     this.shed++;
     this.shedAt = now;
+    this.arrived[this.bucket % BUCKETS]!++;
     return Math.max(expected, delay);
   }
 
@@ -201,6 +217,10 @@ export class Door {
   entered(now: number): void {
     this.inFlight++;
     this.arrivals += now;
+    this.roll(now);
+    const i = this.bucket % BUCKETS;
+    this.arrived[i]!++;
+    this.busy[i] = 1;
   }
 
   /** A request admitted at `arrivedAt` ended (its response finished or closed) at `now`. */
@@ -211,27 +231,54 @@ export class Door {
     const i = this.bucket % BUCKETS;
     const latency = now - arrivedAt;
     this.counts[i]!++;
+    this.busy[i] = 1;
     this.sums[i]! += latency;
     const recent = this.recentLatency;
     this.recentLatency = recent === recent ? recent + 0.2 * (latency - recent) : latency;
   }
 
   /** `stats().eventLoop` at `now`: the loop is read afresh (the door may have cooled since the last request). */
-  stats(now: number): { delayMs: number; utilization: number; shedding: boolean; shed: number } {
+  stats(now: number): {
+    delayMs: number;
+    utilization: number;
+    shedding: boolean;
+    shed: number;
+    inFlight: number;
+  } {
     this.judging(now);
     return {
       delayMs: this.delayMs,
       utilization: this.loop.utilization(),
       shedding: now - this.shedAt < this.settings.intervalMs,
       shed: this.shed,
+      inFlight: this.inFlight,
     };
   }
 
-  /** Completions per ms: the best full bucket of the window, or the bucket being filled if it does better. */
+  /**
+   * At least {@link MIN_PILE} requests arrived in the window (this one included), and more than PILE_UP times
+   * those that completed. A loop stalled with nothing arriving is late, not piling up.
+   */
+  private pilingUp(): boolean {
+    let arrived = 1;
+    let completed = 0;
+    for (let i = 0; i < BUCKETS; i++) {
+      arrived += this.arrived[i]!;
+      completed += this.counts[i]!;
+    }
+    return arrived >= MIN_PILE && arrived > PILE_UP * completed;
+  }
+
+  /**
+   * The rate the requests in flight drain at, per ms: the mean of the full buckets of the window that had
+   * requests in flight (an idle one says nothing of it; and not the best: the best of ten noisy buckets is an
+   * overestimate, and would let in a queue longer than the budget), or the bucket being filled if it does
+   * better (a load that is still rising).
+   */
   private rateAt(now: number): number {
     const elapsed = now - this.bucket * BUCKET_MS;
     const partial = this.counts[this.bucket % BUCKETS]! / Math.max(elapsed, MIN_PARTIAL_MS);
-    return partial > this.bestRate ? partial : this.bestRate;
+    return partial > this.meanRate ? partial : this.meanRate;
   }
 
   /** Moves the window to `now`: buckets that ended are summarised, buckets that start are emptied. */
@@ -243,19 +290,27 @@ export class Door {
       const i = (bucket - steps + k) % BUCKETS;
       this.counts[i] = 0;
       this.sums[i] = 0;
+      this.arrived[i] = 0;
+      // Requests still in flight when a bucket starts make it busy; an idle one says nothing of the rate.
+      this.busy[i] = this.inFlight > 0 ? 1 : 0;
     }
     this.bucket = bucket;
     let bestCount = 0;
+    let total = 0;
+    let busy = 0;
     let bestLatency = Number.NaN;
     for (let i = 0; i < BUCKETS; i++) {
       if (i === bucket % BUCKETS) continue;
+      busy += this.busy[i]!;
       const count = this.counts[i]!;
       if (count === 0) continue;
+      total += count;
       if (count > bestCount) bestCount = count;
       const mean = this.sums[i]! / count;
       if (!(mean >= bestLatency)) bestLatency = mean;
     }
     this.bestRate = bestCount / BUCKET_MS;
+    this.meanRate = busy > 0 ? total / (busy * BUCKET_MS) : 0;
     // The best latency is the no-load one: the lowest of this epoch and the last. The window's own minimum
     // would follow an overload up (every bucket slow), let more in, and feed itself.
     if (now - this.epochAt >= LATENCY_EPOCH_MS) {

@@ -39,6 +39,7 @@ export type {
   FanoutMiddleware,
   Fanout,
   FanoutStats,
+  DependencyStats,
   WorkerStats,
   TransitEstimate,
   CallOptions,

@@ -1,4 +1,7 @@
 import { performance } from 'node:perf_hooks';
+// The module's own functions, not the globals: the sampler measures the real loop whatever a test fakes or
+// wraps (fake timers, leak trackers), and it is process-wide, not a request's timer.
+import { clearTimeout as clearTimer, setTimeout as setTimer } from 'node:timers';
 
 /**
  * What the overload controls read of the event loop: how late it runs callbacks (its own queueing delay) and
@@ -8,7 +11,9 @@ export interface LoopMonitor {
   /**
    * Cumulative loop delay observed since the monitor started, ms (monotone; it counts the delay of a stall
    * still in progress too). A task's latency sample minus the growth of this over its lifetime is the part
-   * the dependency took. `now` (performance ms) saves a clock read when the caller has one.
+   * the dependency took, when the loop stalled during it; a loop that stays saturated makes every tick late,
+   * and the growth then sums them all while the reply waited for about one: bound it by
+   * {@link recentDelayMs} (as the scheduler does). `now` (performance ms) saves a clock read.
    */
   delayTotalMs(now?: number): number;
   /** The loop's recent queueing delay, ms (a smoothed lag over the last ~100 ms, or a stall in progress). */
@@ -44,12 +49,6 @@ export const TIMER_SLACK_MS = 1;
 const RECENT_TAU_MS = 100;
 /** Utilisation is measured over windows of this length, ms. */
 const ELU_WINDOW_MS = 100;
-
-/**
- * The timer functions as loaded: a test that wraps the global ones to find leaked timers (or installs fake
- * timers) must not see the monitor's own background tick, which lives as long as any middleware does.
- */
-const { setTimeout: setTimer, clearTimeout: clearTimer } = globalThis;
 
 const realClock: LoopClock = {
   now: () => performance.now(),

@@ -34,7 +34,12 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const outer = Object.hasOwn(req, 'fanout') ? (req.fanout as unknown) : undefined;
+    // Own checks only: a missing symbol read would walk req's whole prototype chain (Express, http, stream).
+    const outer = Object.hasOwn(req, SCOPE)
+      ? (req as Carrier)[SCOPE]
+      : Object.hasOwn(req, 'fanout')
+        ? req.fanout
+        : undefined;
     if (outer instanceof Scope) {
       // The same instance mounted twice (app and router): the request keeps its scope, and so its budget.
       if (outer.runtime === runtime) return next();
@@ -61,17 +66,23 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     ...runtime.stats(),
     eventLoop: door
       ? door.stats(performance.now())
-      : { delayMs: 0, utilization: 0, shedding: false, shed: 0 },
+      : { delayMs: 0, utilization: 0, shedding: false, shed: 0, inFlight: 0 },
   });
   middleware.observe = (observer) => runtime.observe(observer);
   return middleware;
 }
 
+/** Where `req.fanout` keeps the request's scope (`Symbol.for`: two copies of the package agree on it). */
+const SCOPE = Symbol.for('express-fanout.scope');
+type Carrier = { [SCOPE]?: unknown };
+
 /**
  * `req.fanout` on a request that no `fanout()` middleware saw is a clear error instead of `Cannot read
  * properties of undefined`: an accessor on `http.IncomingMessage.prototype` (which Express's requests inherit
- * from) that throws saying what to mount, shadowed by the own property the middleware sets. Installed once,
- * by the first `fanout()` call, never by importing the package.
+ * from) that throws saying what to mount. Its setter keeps the value in a symbol-keyed slot of the request: a
+ * plain store, where an own `fanout` property made by `Object.defineProperty` on every request was the
+ * package's most expensive line per request. Installed once, by the first `fanout()` call, never by importing
+ * the package.
  */
 function explainMissingFanout(): void {
   const proto = IncomingMessage.prototype as unknown as Record<string, unknown>;
@@ -79,14 +90,16 @@ function explainMissingFanout(): void {
   Object.defineProperty(proto, 'fanout', {
     configurable: true,
     enumerable: false,
-    get(): never {
+    get(this: Carrier): unknown {
+      const scope = this[SCOPE];
+      if (scope !== undefined) return scope;
       throw new TypeError(
         'express-fanout: `req.fanout` is not set on this request: mount `app.use(fanout())` (or ' +
           '`router.use(fanout())`) before the routes that use it, and after body parsers',
       );
     },
-    set(this: object, value: unknown) {
-      Object.defineProperty(this, 'fanout', { value, writable: true, enumerable: true, configurable: true });
+    set(this: Carrier, value: unknown) {
+      this[SCOPE] = value;
     },
   });
 }

@@ -1,7 +1,6 @@
 import createDebug from 'debug';
 import type { ResolvedOptions } from './options';
 import { performance } from 'node:perf_hooks';
-import { AdaptiveLimit } from './adaptive-limit';
 import { FleetLimits } from './fleet-limit';
 import { Admission } from './admission';
 import { acquireLoopMonitor, type LoopMonitorLease } from './loop-monitor';
@@ -31,6 +30,8 @@ export interface CountedTask {
   readonly coalesced: boolean;
   /** Its wait for a slot or threads, ms; `NaN` if it never ran. */
   readonly queuedMs: number;
+  /** Its dependency's bulkhead, which counts its sheds. */
+  readonly bulkhead: { shed: number };
   readonly probe: TaskProbe | null;
 }
 
@@ -99,11 +100,18 @@ export class Runtime {
     const { adaptive, admission } = options;
     this.limits = new FleetLimits(options.limits, options.graceMs, this.counters);
     this.loop = adaptive ? acquireLoopMonitor() : null;
-    this.scheduler = new Scheduler(options.concurrency, options.perRequest, options.maxQueue, {
-      ...(admission ? { admission: new Admission(admission) } : {}),
-      ...(adaptive ? { adaptive: new AdaptiveLimit(adaptive, performance.now()) } : {}),
-      ...(this.loop ? { loop: this.loop } : {}),
-    });
+    // An adaptive limit means a bulkhead per dependency (each its own limit and admission); a fixed
+    // `concurrency` keeps one limit for every task, as the user set it.
+    this.scheduler = new Scheduler(
+      options.concurrency,
+      options.perRequest,
+      options.maxQueue,
+      adaptive
+        ? { partition: { adaptive, admission }, ...(this.loop ? { loop: this.loop } : {}) }
+        : admission
+          ? { admission: new Admission(admission) }
+          : {},
+    );
   }
 
   /** The worker pool, created on first use. */
@@ -217,6 +225,7 @@ export class Runtime {
         break;
       case 'shed':
         c.shed++;
+        task.bulkhead.shed++;
         // `error` is whatever a failed fallback threw (null, a revoked Proxy …): only debug formats it.
         debug('shed %s: %O', task.name, task.error);
         break;
@@ -277,6 +286,7 @@ export class Runtime {
       queued: this.scheduler.queued,
       limit: this.scheduler.limit,
       ...this.counters,
+      dependencies: this.scheduler.dependencies(),
       workers: this.pool
         ? this.pool.stats()
         : { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },

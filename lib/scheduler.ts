@@ -1,120 +1,171 @@
 import { performance } from 'node:perf_hooks';
-import type { AdaptiveLimit } from './adaptive-limit';
-import type { Admission as AdmissionPolicy } from './admission';
+import { AdaptiveLimit, type AdaptiveLimitSettings } from './adaptive-limit';
+import { Admission as AdmissionPolicy, type AdmissionSettings } from './admission';
+import { before, Bulkhead, Lane, Queue, type BulkheadStats, type Job } from './bulkhead';
 import type { LoopMonitor } from './loop-monitor';
+
+export { Bulkhead, Lane, type BulkheadStats, type Job } from './bulkhead';
 
 /**
  * The bounded queue shared by every request of one middleware instance.
  *
- * Slots: at most `concurrency` jobs hold a slot process-wide, at most `perRequest` per lane (one lane per
- * request). Waiting jobs (at most `maxQueue`) sit in their own lane's FIFO; lanes that have a waiting job *and*
- * a free per-request slot are "eligible" and kept in a min-heap ordered by the request's arrival. A freed slot
- * goes to the oldest eligible request, so under saturation requests are served in arrival order instead of
- * having their tasks scattered behind later requests' (which collapses goodput at the limit: every request
- * then finishes late). Every operation is O(1) or O(log lanes); nothing scans a global list per task.
+ * Slots: at most `concurrency` jobs hold a slot process-wide (the ceiling), at most `perRequest` per lane (one
+ * lane per request), and at most its own limit per dependency ({@link Bulkhead}, bulkhead.ts). Waiting jobs (at
+ * most `maxQueue`, process-wide) sit in their request's FIFO for their dependency; such a queue whose request
+ * has a free per-request slot is "eligible" and kept in its bulkhead's min-heap, ordered by the request's
+ * arrival. A freed slot goes, among the bulkheads below their own limit, to the one whose oldest eligible
+ * request arrived first; within a bulkhead, requests are served in arrival order instead of having their tasks
+ * scattered behind later requests' (which collapses goodput at the limit: every request then finishes late).
+ * Every operation is O(1) or O(log requests), plus a scan of the bulkheads that have someone waiting when a slot
+ * is handed out (one, with a fixed `concurrency`); nothing scans a global list per task.
  *
- * Invariant: while the heap is not empty, every process-wide slot is taken (we drain whenever one frees), so a
- * submission that finds a free slot may start at once without overtaking anyone.
+ * Invariant: while a bulkhead's heap is not empty, its own slots or the ceiling's are all taken (we hand out
+ * whenever one frees), so a submission that finds a free slot in its bulkhead and under the ceiling may start
+ * at once without overtaking anyone.
  *
- * The process-wide `limit` is `concurrency`, or what an {@link AdaptiveLimit} finds from the time jobs hold
- * their slots (sampled on release). Who may queue, which queued job is dropped rather than started, and whether
- * the newest lane goes first (adaptive LIFO) is the {@link AdmissionPolicy}'s call (admission.ts); the scheduler
- * only gives it the numbers: queue length, the job's deadline and submission time, one clock read per release
- * and per drain.
+ * Bulkheads: with a fixed `concurrency` every job goes to one default bulkhead whose limit is the ceiling (one
+ * limit, as before bulkheads). With per-dependency partitioning (`partition`, the adaptive default), each
+ * dependency name gets a bulkhead with its own {@link AdaptiveLimit} and {@link AdmissionPolicy}, so a
+ * saturated dependency queues and sheds only its own tasks; at most `maxDependencies` are tracked, and later
+ * names share one overflow bulkhead. A bulkhead's limit is what its adaptive limit finds from the time its jobs
+ * hold their slots (sampled on release, with the event loop's delay taken out: adaptive-limit.ts). Who may
+ * queue, which queued job is dropped rather than started, and whether the newest request goes first (adaptive
+ * LIFO) is its admission policy's call (admission.ts); the scheduler only gives it the numbers.
  *
  * A running job may lend its slot back while it waits on something that has slots of its own (a task waiting
- * for a worker thread): {@link Scheduler.lend}, then {@link Scheduler.retake} at the front of its lane, or
+ * for a worker thread): {@link Scheduler.lend}, then {@link Scheduler.retake} at the front of its queue, or
  * {@link Scheduler.returned} if it ends meanwhile. The worker pool runs a second scheduler of this class, one slot
- * per thread, so worker calls are served in the requests' arrival order too.
+ * per thread and an admission policy of its own, so worker calls are served in the requests' arrival order and
+ * admitted by the same rules.
  */
-export interface Job {
-  /** Called when the job gets its slots. Must not release synchronously. */
-  start(): void;
-  /**
-   * What the admission policy reads (a task has them; a job without them is never shed by expected wait nor
-   * dropped): its deadline and submission time, performance ms.
-   */
-  readonly deadline?: number;
-  readonly submittedAt?: number;
-  /** Its task's name: service times are also kept per name, to judge whether it can still finish. */
-  readonly name?: string;
-  /** Set by the scheduler when the job gets its slot, for the latency samples; `NaN` skips its sample. */
-  startedAt?: number;
-  /** The loop monitor's cumulative delay when the job got its slot (set by the scheduler when it has one). */
-  loopAt?: number;
-  /** Ends a queued job that will not be started (it can no longer finish); it leaves through {@link Scheduler.cancel}. */
-  drop?(detail: string): void;
-  /** A job that needs no slot here: started at once and never counted (a task that only calls a worker). */
-  readonly slotless?: boolean;
-  /** Intrusive FIFO links and queue membership, owned by the scheduler. */
-  nextJob: Job | null;
-  prevJob: Job | null;
-  queued: boolean;
-}
-
-export class Lane {
-  running = 0;
-  waiting = 0;
-  head: Job | null = null;
-  tail: Job | null = null;
-  heapIndex = -1;
-
-  /** `arrival` orders lanes (the time the middleware saw the request); `id` breaks ties. */
-  constructor(
-    readonly arrival: number,
-    readonly id: number,
-  ) {}
-}
 
 /** What {@link Scheduler.submit} did with a job. */
 export type Admission = 'started' | 'queued' | 'shed';
 
-/** The admission policy and the adaptive limit, both optional (the worker pool's scheduler has neither). */
+/** The admission policy and the adaptive limit, both optional (the worker pool's scheduler has admission only). */
 export interface SchedulerPolicy {
+  /** The default bulkhead's admission policy and adaptive limit (without `partition`). */
   admission?: AdmissionPolicy;
   adaptive?: AdaptiveLimit;
-  /** The event loop's delay, taken out of the adaptive limit's latency samples (adaptive-limit.ts). */
+  /**
+   * A bulkhead per dependency, each with its own adaptive limit and admission made from these settings
+   * (`false`: none). The default bulkhead then only takes jobs that name none.
+   */
+  partition?: {
+    adaptive: AdaptiveLimitSettings | false;
+    admission: AdmissionSettings | false;
+    /** Dependencies tracked at most; later names share one overflow bulkhead. @default 256 */
+    maxDependencies?: number;
+  };
+  /** The event loop's delay, taken out of the adaptive limits' latency samples (adaptive-limit.ts). */
   loop?: LoopMonitor;
   /** The clock, performance ms (a fake one in tests). */
   now?: () => number;
 }
 
+/** Dependencies with a bulkhead of their own, at most (names may come from user input). */
+export const MAX_DEPENDENCIES = 256;
+/** The key of the bulkhead shared by the dependencies beyond {@link MAX_DEPENDENCIES}, in `stats()`. */
+export const OVERFLOW_DEPENDENCY = '(other)';
+
 export class Scheduler {
   running = 0;
-  /** The process-wide limit now: `concurrency`, or what the adaptive limit found (at most `concurrency`). */
-  limit: number;
   queued = 0;
   /** Jobs that lent their slot back and have not taken it again nor ended (see {@link lend}). */
   away = 0;
-  private readonly heap: Lane[] = [];
+  /** The bulkhead of jobs that name none (every job, without `partition`). */
+  readonly base: Bulkhead;
+  private readonly byName = new Map<string, Bulkhead>();
+  private overflow: Bulkhead | null = null;
+  /**
+   * The most one dependency's bulkhead may queue: half of `maxQueue` with a bulkhead per dependency, so that a
+   * dependency that stopped answering (no drain rate, so no expected-wait admission) cannot fill the
+   * process-wide queue and shed every other dependency's tasks; `maxQueue` with one bulkhead.
+   */
+  private readonly queueShare: number;
+  /** Bulkheads whose heap is not empty. */
+  private readonly active: Bulkhead[] = [];
   private idleWaiters: (() => void)[] = [];
   /** While > 0, freed slots are not handed out (see {@link hold}). */
   private holds = 0;
-
-  constructor(
-    readonly concurrency: number,
-    readonly perRequest: number,
-    readonly maxQueue: number,
-    policy: SchedulerPolicy = {},
-  ) {
-    this.admission = policy.admission ?? null;
-    this.adaptive = policy.adaptive ?? null;
-    this.loop = this.adaptive === null ? null : (policy.loop ?? null);
-    this.now = policy.now ?? performance.now.bind(performance);
-    this.timed = this.admission !== null || this.adaptive !== null;
-    this.limit = this.adaptive ? Math.min(concurrency, this.adaptive.limit) : concurrency;
-  }
-
-  private readonly admission: AdmissionPolicy | null;
-  private readonly adaptive: AdaptiveLimit | null;
+  private readonly partition: Required<NonNullable<SchedulerPolicy['partition']>> | null;
   private readonly loop: LoopMonitor | null;
   private readonly now: () => number;
   /** Slots are timed (admission or an adaptive limit): the job's start is noted and its release sampled. */
   private readonly timed: boolean;
   /** Why the last submission was shed, for {@link shedDetail}. */
   private refusal: 'full' | 'wait' = 'full';
+  private refusedBy: Bulkhead;
   private refusedWaitMs = 0;
   private refusedLeftMs = 0;
+
+  constructor(
+    /** The process-wide ceiling. */
+    readonly concurrency: number,
+    readonly perRequest: number,
+    readonly maxQueue: number,
+    policy: SchedulerPolicy = {},
+  ) {
+    this.now = policy.now ?? performance.now.bind(performance);
+    const p = policy.partition;
+    this.partition = p ? { maxDependencies: MAX_DEPENDENCIES, ...p } : null;
+    this.base = new Bulkhead('', concurrency, policy.adaptive ?? null, policy.admission ?? null);
+    this.refusedBy = this.base;
+    this.queueShare = p ? Math.max(1, Math.ceil(maxQueue / 2)) : maxQueue;
+    this.timed =
+      this.base.adaptive !== null ||
+      this.base.admission !== null ||
+      (p !== undefined && (p.adaptive !== false || p.admission !== false));
+    const adaptive = this.base.adaptive !== null || (p !== undefined && p.adaptive !== false);
+    this.loop = adaptive ? (policy.loop ?? null) : null;
+  }
+
+  /**
+   * The process-wide limit now: with one bulkhead, its limit (`concurrency`, or what its adaptive limit found);
+   * with a bulkhead per dependency, the sum of theirs (the adaptive `initial` before any), at most the ceiling.
+   */
+  get limit(): number {
+    const p = this.partition;
+    if (p === null) return this.base.limit;
+    if (this.byName.size === 0) {
+      return p.adaptive === false ? this.concurrency : Math.min(this.concurrency, p.adaptive.initial);
+    }
+    let sum = this.overflow?.limit ?? 0;
+    for (const b of this.byName.values()) sum += b.limit;
+    return Math.min(this.concurrency, sum);
+  }
+
+  /**
+   * The bulkhead of the dependency `name`, made on first use (resolve it once per task, not per attempt). Without
+   * `partition`, the default one.
+   */
+  bulkhead(name: string): Bulkhead {
+    const p = this.partition;
+    if (p === null) return this.base;
+    let b = this.byName.get(name);
+    if (b !== undefined) return b;
+    if (this.byName.size >= p.maxDependencies) return (this.overflow ??= this.make(OVERFLOW_DEPENDENCY, p));
+    b = this.make(name, p);
+    this.byName.set(name, b);
+    return b;
+  }
+
+  private make(name: string, p: NonNullable<Scheduler['partition']>): Bulkhead {
+    return new Bulkhead(
+      name,
+      this.concurrency,
+      p.adaptive === false ? null : new AdaptiveLimit(p.adaptive, this.now()),
+      p.admission === false ? null : new AdmissionPolicy(p.admission),
+    );
+  }
+
+  /** Each dependency's limit, running, queued and shed tasks (an object with own keys: names are user input). */
+  dependencies(): Record<string, BulkheadStats> {
+    const entries: [string, BulkheadStats][] = [];
+    for (const [name, b] of this.byName) entries.push([name, b.stats()]);
+    if (this.overflow !== null) entries.push([OVERFLOW_DEPENDENCY, this.overflow.stats()]);
+    return Object.fromEntries(entries);
+  }
 
   /** Starts the job now, queues it, or reports that it must be shed. */
   submit(lane: Lane, job: Job): Admission {
@@ -122,63 +173,50 @@ export class Scheduler {
       job.start();
       return 'started';
     }
-    if (lane.running < this.perRequest && this.running < this.limit && this.heap.length === 0) {
-      this.running++;
-      lane.running++;
+    const b = job.bulkhead ?? this.base;
+    if (
+      lane.running < this.perRequest &&
+      this.running < this.concurrency &&
+      b.running < b.limit &&
+      b.heap.length === 0
+    ) {
+      this.take(lane, b);
       if (this.timed) this.stamp(job, job.submittedAt ?? this.now());
       job.start();
       return 'started';
     }
-    if (this.queued >= this.maxQueue) {
+    if (this.queued >= this.maxQueue || b.queued >= this.queueShare) {
       this.refusal = 'full';
+      this.refusedBy = b;
       return 'shed';
     }
-    const admission = this.admission;
+    const admission = b.admission;
     if (admission !== null && job.deadline !== undefined) {
       const now = job.submittedAt ?? this.now();
       const left = job.deadline - now;
-      if (admission.room(this.queued, left, this.limit, now) < 1) {
+      if (admission.room(b.queued, left, b.limit, now) < 1) {
         this.refusal = 'wait';
-        this.refusedWaitMs = admission.expectedWaitMs(this.queued, this.limit);
+        this.refusedBy = b;
+        this.refusedWaitMs = admission.expectedWaitMs(b.queued, b.limit);
         this.refusedLeftMs = left;
         return 'shed';
       }
     }
-    this.enqueue(lane, job, false);
+    this.enqueue(lane, job, false, b);
     return job.queued ? 'queued' : 'started';
   }
 
-  /** Puts a job in its lane's FIFO (at the front for a job taking its lent slot back), then hands out slots. */
-  private enqueue(lane: Lane, job: Job, first: boolean): void {
-    job.queued = true;
-    if (first) {
-      job.prevJob = null;
-      job.nextJob = lane.head;
-      if (lane.head) lane.head.prevJob = job;
-      else lane.tail = job;
-      lane.head = job;
-    } else {
-      job.nextJob = null;
-      job.prevJob = lane.tail;
-      if (lane.tail) lane.tail.nextJob = job;
-      else lane.head = job;
-      lane.tail = job;
-    }
-    lane.waiting++;
-    this.queued++;
-    if (lane.running < this.perRequest && lane.heapIndex < 0) this.push(lane);
-    this.drain();
-  }
-
   /**
-   * Starts the job only if a slot is free now and nobody waits (neither in the queue's heap nor in its own
-   * lane): a hedge, which never queues and never takes a slot someone waits for. Returns whether it started.
+   * Starts the job only if a slot is free now and nobody waits (neither in its bulkhead's heap nor in its own
+   * request): a hedge, which never queues and never takes a slot someone waits for. Returns whether it started.
    */
   tryStart(lane: Lane, job: Job): boolean {
-    if (lane.running >= this.perRequest || this.running >= this.limit) return false;
-    if (this.heap.length !== 0 || lane.waiting !== 0) return false;
-    this.running++;
-    lane.running++;
+    const b = job.bulkhead ?? this.base;
+    if (lane.running >= this.perRequest || this.running >= this.concurrency || b.running >= b.limit) {
+      return false;
+    }
+    if (b.heap.length !== 0 || lane.waiting !== 0) return false;
+    this.take(lane, b);
     if (this.timed) this.stamp(job, this.now());
     job.start();
     return true;
@@ -189,28 +227,32 @@ export class Scheduler {
    * and the job counts as `away` (so {@link idle} still waits for it) until it calls {@link retake} or
    * {@link returned}. Safe inside a job's `start()`.
    */
-  lend(lane: Lane): void {
+  lend(lane: Lane, job?: Job): void {
     this.away++;
-    this.running--;
-    lane.running--;
-    if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
-    this.drain();
+    this.give(lane, job?.bulkhead ?? this.base);
+    this.pump();
   }
 
   /**
    * A job that lent its slot wants it back: `job.start()` is called when it has it, at once if a slot is free,
-   * else before every other waiting job of its lane (it was running before them). Never shed, whatever
-   * `maxQueue`: it held a slot already, so `running <= concurrency` still holds. Cancel it with {@link cancel}.
+   * else before every other waiting job of its request in its bulkhead (it was running before them). Never
+   * shed, whatever `maxQueue`: it held a slot already, so `running <= concurrency` still holds. Cancel it with
+   * {@link cancel}.
    */
   retake(lane: Lane, job: Job): void {
     this.away--;
-    if (lane.running < this.perRequest && this.running < this.limit && this.heap.length === 0) {
-      this.running++;
-      lane.running++;
+    const b = job.bulkhead ?? this.base;
+    if (
+      lane.running < this.perRequest &&
+      this.running < this.concurrency &&
+      b.running < b.limit &&
+      b.heap.length === 0
+    ) {
+      this.take(lane, b);
       job.start();
       return;
     }
-    this.enqueue(lane, job, true);
+    this.enqueue(lane, job, true, b);
   }
 
   /** A job that lent its slot ended without taking it back. */
@@ -220,54 +262,70 @@ export class Scheduler {
   }
 
   /**
-   * How many jobs submitted now to `lane` would be admitted (started or queued) rather than shed: the slots
-   * they could take at once plus the room left in the queue (and, with a `deadline`, the room the expected
-   * wait leaves before it).
+   * How many jobs of `bulkhead` (the default one if omitted) submitted now to `lane` would be admitted (started
+   * or queued) rather than shed: the slots they could take at once plus the room left in the queue (and, with a
+   * `deadline`, the room the expected wait leaves before it). `now`: the caller's clock read, if it has one.
    */
-  capacity(lane: Lane, deadline?: number): number {
+  capacity(lane: Lane, deadline?: number, bulkhead: Bulkhead = this.base, now?: number): number {
+    const b = bulkhead;
     const startable =
-      this.heap.length === 0
-        ? Math.max(0, Math.min(this.limit - this.running, this.perRequest - lane.running))
+      b.heap.length === 0
+        ? Math.max(
+            0,
+            Math.min(b.limit - b.running, this.concurrency - this.running, this.perRequest - lane.running),
+          )
         : 0;
-    let room = Math.max(0, this.maxQueue - this.queued);
-    if (this.admission !== null && deadline !== undefined) {
-      const now = this.now();
-      room = Math.min(room, this.admission.room(this.queued, deadline - now, this.limit, now));
+    let room = Math.max(0, Math.min(this.maxQueue - this.queued, this.queueShare - b.queued));
+    if (b.admission !== null && deadline !== undefined) {
+      const at = now ?? this.now();
+      room = Math.min(room, b.admission.room(b.queued, deadline - at, b.limit, at));
     }
     return startable + room;
   }
 
-  /** `(3/256 running, 0/1024 queued)`: the occupancy an `OverloadedError` reports. */
-  occupancy(): string {
-    return `(${this.running}/${this.limit} running, ${this.queued}/${this.maxQueue} queued)`;
+  /**
+   * `(3/256 running, 0/1024 queued)`: the occupancy an `OverloadedError` reports; for a dependency's bulkhead,
+   * its own numbers first.
+   */
+  occupancy(bulkhead: Bulkhead = this.base): string {
+    const all = `${this.running}/${this.limit} running, ${this.queued}/${this.maxQueue} queued`;
+    if (bulkhead === this.base) return `(${all})`;
+    return (
+      `(dependency \`${bulkhead.name}\`: ${bulkhead.running}/${bulkhead.limit} running, ` +
+      `${bulkhead.queued}/${this.queueShare} queued; all: ${all})`
+    );
   }
 
   /** Why the last submission was shed, with the numbers, for its `OverloadedError`. */
   shedDetail(): string {
-    if (this.refusal === 'full') return `no free slot and the queue is full ${this.occupancy()}`;
+    const occupancy = this.occupancy(this.refusedBy);
+    if (this.refusal === 'full') return `no free slot and the queue is full ${occupancy}`;
     return (
       `its expected wait for a slot (${Math.round(this.refusedWaitMs)} ms) leaves no time to run in the ` +
-      `${Math.round(this.refusedLeftMs)} ms left ${this.occupancy()}`
+      `${Math.round(this.refusedLeftMs)} ms left ${occupancy}`
     );
   }
 
   /** Removes a queued job (its task was aborted before it started). */
   cancel(lane: Lane, job: Job): void {
     if (!job.queued) return;
-    this.unlink(lane, job);
-    if (lane.waiting === 0 && lane.heapIndex >= 0) this.remove(lane.heapIndex);
-    if (this.queued === 0 && this.admission !== null) this.admission.emptied(this.now());
+    const b = job.bulkhead ?? this.base;
+    const queue = this.queueOf(lane, b);
+    this.unlink(queue, job, b);
+    if (queue.count === 0 && queue.heapIndex >= 0) this.unlist(b, queue);
     this.notifyIfIdle();
   }
 
-  /** A job gave its slots back (it settled, or was written off after its grace period). */
-  release(lane: Lane, job?: Job): void {
-    const inFlight = this.running;
-    this.running--;
-    lane.running--;
-    if (this.timed && job?.startedAt !== undefined) this.sample(job, job.startedAt, inFlight);
-    if (lane.waiting > 0 && lane.heapIndex < 0 && lane.running < this.perRequest) this.push(lane);
-    this.drain();
+  /**
+   * A job gave its slots back (it settled, or was written off after its grace period). Without `job` (a slot
+   * taken back and returned unused), `bulkhead` says whose it was, and nothing is sampled.
+   */
+  release(lane: Lane, job?: Job, bulkhead?: Bulkhead): void {
+    const b = job?.bulkhead ?? bulkhead ?? this.base;
+    const inFlight = b.running;
+    this.give(lane, b);
+    if (this.timed && job?.startedAt !== undefined) this.sample(job, b, job.startedAt, inFlight);
+    this.pump();
     this.notifyIfIdle();
   }
 
@@ -282,7 +340,7 @@ export class Scheduler {
 
   resume(): void {
     if (--this.holds > 0) return;
-    this.drain();
+    this.pump();
     this.notifyIfIdle();
   }
 
@@ -302,6 +360,28 @@ export class Scheduler {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** A slot of `b` goes to `lane`; a request that reaches `perRequest` leaves every heap. */
+  private take(lane: Lane, b: Bulkhead): void {
+    this.running++;
+    b.running++;
+    if (++lane.running === this.perRequest) {
+      if (lane.heapIndex >= 0) this.unlist(this.base, lane);
+      const queues = lane.queues;
+      if (queues !== null) for (const q of queues) if (q.heapIndex >= 0) this.unlist(q.bulkhead!, q);
+    }
+  }
+
+  /** `lane` gives a slot of `b` back; a request below `perRequest` again is eligible wherever it waits. */
+  private give(lane: Lane, b: Bulkhead): void {
+    this.running--;
+    b.running--;
+    if (lane.running-- !== this.perRequest || lane.waiting === 0) return;
+    if (lane.count > 0 && lane.heapIndex < 0) this.list(this.base, lane);
+    const queues = lane.queues;
+    if (queues !== null)
+      for (const q of queues) if (q.count > 0 && q.heapIndex < 0) this.list(q.bulkhead!, q);
+  }
+
   /** The job gets its slot at `now`: noted for its latency sample. */
   private stamp(job: Job, now: number): void {
     job.startedAt = now;
@@ -309,86 +389,156 @@ export class Scheduler {
   }
 
   /** A slot held since `startedAt` was freed: feeds the drain rate, the service time and the adaptive limit. */
-  private sample(job: Job, startedAt: number, inFlight: number): void {
+  private sample(job: Job, b: Bulkhead, startedAt: number, inFlight: number): void {
     const now = this.now();
     const held = now - startedAt; // NaN for a job that lent its slot meanwhile: not a sample of the downstream
-    this.admission?.released(now, held, this.queued > 0, job.name);
-    const adaptive = this.adaptive;
+    b.admission?.released(now, held, b.queued > 0, job.name);
+    const adaptive = b.adaptive;
     if (adaptive === null || !(held >= 0)) return;
+    // The loop's part of the hold: the delay it accrued meanwhile, but no more than the loop's recent delay
+    // (a saturated loop is late at every tick of a long hold; the reply waited for about one).
     const loop = this.loop;
-    const loopMs = loop === null || job.loopAt === undefined ? 0 : loop.delayTotalMs(now) - job.loopAt;
-    if (adaptive.sample(now, held, inFlight, loopMs > 0 ? loopMs : 0)) {
-      this.limit = Math.min(this.concurrency, adaptive.limit);
+    let loopMs = 0;
+    if (loop !== null && job.loopAt !== undefined) {
+      loopMs = Math.min(loop.delayTotalMs(now) - job.loopAt, loop.recentDelayMs(now));
+      if (!(loopMs > 0)) loopMs = 0;
+    }
+    if (adaptive.sample(now, held, inFlight, loopMs)) {
+      b.limit = Math.min(this.concurrency, adaptive.limit);
     }
   }
 
-  private drain(): void {
-    if (this.holds > 0) return;
-    const heap = this.heap;
-    if (heap.length === 0 || this.running >= this.limit) return;
-    const admission = this.admission;
-    const now = this.timed ? this.now() : 0;
-    while (this.running < this.limit && heap.length > 0) {
-      let lane = heap[0]!;
-      let job = lane.head!;
-      if (admission !== null) {
-        // The oldest waiting task first: dropped if it can no longer finish (then look again).
-        if (job.deadline !== undefined && job.drop && !admission.canFinish(job.deadline - now, job.name)) {
-          this.dropJob(lane, job, job.deadline - now);
-          continue;
-        }
-        if (admission.lifo) {
-          lane = this.newest();
-          job = lane.head!;
-        }
-        if (job.submittedAt !== undefined) admission.dequeued(now, now - job.submittedAt);
+  /** The request's queue in `b`, made on first use. */
+  private queueOf(lane: Lane, b: Bulkhead): Queue {
+    if (b === this.base) return lane;
+    const queues = (lane.queues ??= []);
+    for (const q of queues) if (q.bulkhead === b) return q;
+    const q = new Queue(lane.arrival, lane.id, lane, b);
+    queues.push(q);
+    return q;
+  }
+
+  /** Puts a job in its request's queue (at the front for a job taking its lent slot back), then hands out slots. */
+  private enqueue(lane: Lane, job: Job, first: boolean, b: Bulkhead): void {
+    const queue = this.queueOf(lane, b);
+    job.queued = true;
+    if (first) {
+      job.prevJob = null;
+      job.nextJob = queue.head;
+      if (queue.head) queue.head.prevJob = job;
+      else queue.tail = job;
+      queue.head = job;
+    } else {
+      job.nextJob = null;
+      job.prevJob = queue.tail;
+      if (queue.tail) queue.tail.nextJob = job;
+      else queue.head = job;
+      queue.tail = job;
+    }
+    queue.count++;
+    lane.waiting++;
+    b.queued++;
+    this.queued++;
+    if (lane.running < this.perRequest && queue.heapIndex < 0) this.list(b, queue);
+    this.pump();
+  }
+
+  /** Hands out free slots: to the bulkhead with room whose oldest eligible request arrived first, until none. */
+  private pump(): void {
+    if (this.holds > 0 || this.active.length === 0) return;
+    let now = Number.NaN;
+    while (this.running < this.concurrency) {
+      const b = this.next();
+      if (b === null) break;
+      if (now !== now) now = this.timed ? this.now() : 0;
+      this.startNext(b, now);
+    }
+  }
+
+  /** Among the bulkheads with a waiting request and a free slot of their own, the oldest request's. */
+  private next(): Bulkhead | null {
+    const active = this.active;
+    let best: Bulkhead | null = null;
+    for (let i = 0; i < active.length; i++) {
+      const b = active[i]!;
+      if (b.running >= b.limit) continue;
+      if (best === null || before(b.heap[0]!, best.heap[0]!)) best = b;
+    }
+    return best;
+  }
+
+  private startNext(b: Bulkhead, now: number): void {
+    let queue = b.heap[0]!;
+    let job = queue.head!;
+    const admission = b.admission;
+    if (admission !== null) {
+      // The oldest waiting task first: dropped if it can no longer finish (then look again).
+      if (job.deadline !== undefined && job.drop && !admission.canFinish(job.deadline - now, job.name)) {
+        this.dropJob(queue, job, b, job.deadline - now);
+        return;
       }
-      this.unlink(lane, job);
-      this.running++;
-      lane.running++;
-      if (lane.waiting === 0 || lane.running >= this.perRequest) this.remove(lane.heapIndex);
-      if (this.timed) this.stamp(job, now);
-      job.start();
+      if (admission.lifo) {
+        queue = b.newest();
+        job = queue.head!;
+      }
+      if (job.submittedAt !== undefined) admission.dequeued(now, now - job.submittedAt);
     }
-    if (this.queued === 0) admission?.emptied(now);
+    this.unlink(queue, job, b);
+    if (queue.count === 0) this.unlist(b, queue);
+    this.take(queue.lane, b);
+    if (this.timed) this.stamp(job, now);
+    job.start();
   }
 
-  /** Drops a queued job that can no longer finish; what its end settles must not re-enter the drain. */
-  private dropJob(lane: Lane, job: Job, leftMs: number): void {
+  /** Drops a queued job that can no longer finish; what its end settles must not re-enter the hand-out. */
+  private dropJob(queue: Queue, job: Job, b: Bulkhead, leftMs: number): void {
     const detail =
       `${leftMs > 0 ? `only ${Math.round(leftMs)} ms` : 'no time'} left when its turn came, ` +
-      `about ${Math.round(this.admission!.serviceOf(job.name))} ms of work ${this.occupancy()}`;
+      `about ${Math.round(b.admission!.serviceOf(job.name))} ms of work ${this.occupancy(b)}`;
     this.holds++;
     try {
       job.drop!(detail);
     } finally {
       this.holds--;
     }
-    if (job.queued) this.cancel(lane, job);
+    if (job.queued) this.cancel(queue.lane, job);
   }
 
-  /** The eligible lane that arrived last, for LIFO: a leaf of the min-heap, found in O(lanes / 2). */
-  private newest(): Lane {
-    const heap = this.heap;
-    const n = heap.length;
-    let best = heap[n - 1]!;
-    for (let i = n >> 1; i < n - 1; i++) {
-      const lane = heap[i]!;
-      if (before(best, lane)) best = lane;
-    }
-    return best;
-  }
-
-  private unlink(lane: Lane, job: Job): void {
+  private unlink(queue: Queue, job: Job, b: Bulkhead): void {
     const { prevJob, nextJob } = job;
     if (prevJob) prevJob.nextJob = nextJob;
-    else lane.head = nextJob;
+    else queue.head = nextJob;
     if (nextJob) nextJob.prevJob = prevJob;
-    else lane.tail = prevJob;
+    else queue.tail = prevJob;
     job.nextJob = job.prevJob = null;
     job.queued = false;
-    lane.waiting--;
+    queue.count--;
+    queue.lane.waiting--;
     this.queued--;
+    // The bulkhead's queue is empty: arrival order again; its overload ends if it stays calm (CoDel).
+    if (--b.queued === 0 && b.admission !== null) b.admission.emptied(this.now());
+  }
+
+  /** Puts an eligible queue in its bulkhead's heap. */
+  private list(b: Bulkhead, queue: Queue): void {
+    b.push(queue);
+    if (b.activeIndex < 0) {
+      b.activeIndex = this.active.length;
+      this.active.push(b);
+    }
+  }
+
+  /** Takes a queue out of its bulkhead's heap. */
+  private unlist(b: Bulkhead, queue: Queue): void {
+    b.remove(queue);
+    if (b.heap.length !== 0) return;
+    const active = this.active;
+    const last = active.pop()!;
+    if (last !== b) {
+      active[b.activeIndex] = last;
+      last.activeIndex = b.activeIndex;
+    }
+    b.activeIndex = -1;
   }
 
   private notifyIfIdle(): void {
@@ -397,62 +547,4 @@ export class Scheduler {
     this.idleWaiters = [];
     for (const resolve of waiters) resolve();
   }
-
-  // A binary min-heap of lanes by (arrival, id), each lane knowing its index for O(log n) removal.
-
-  private push(lane: Lane): void {
-    lane.heapIndex = this.heap.length;
-    this.heap.push(lane);
-    this.up(lane.heapIndex);
-  }
-
-  private remove(index: number): void {
-    const heap = this.heap;
-    const removed = heap[index]!;
-    const last = heap.pop()!;
-    removed.heapIndex = -1;
-    if (index === heap.length) return;
-    heap[index] = last;
-    last.heapIndex = index;
-    this.down(index);
-    this.up(last.heapIndex);
-  }
-
-  private up(index: number): void {
-    const heap = this.heap;
-    const lane = heap[index]!;
-    while (index > 0) {
-      const parentIndex = (index - 1) >> 1;
-      const parent = heap[parentIndex]!;
-      if (!before(lane, parent)) break;
-      heap[index] = parent;
-      parent.heapIndex = index;
-      index = parentIndex;
-    }
-    heap[index] = lane;
-    lane.heapIndex = index;
-  }
-
-  private down(index: number): void {
-    const heap = this.heap;
-    const lane = heap[index]!;
-    const n = heap.length;
-    for (;;) {
-      let child = 2 * index + 1;
-      if (child >= n) break;
-      const right = child + 1;
-      if (right < n && before(heap[right]!, heap[child]!)) child = right;
-      const c = heap[child]!;
-      if (!before(c, lane)) break;
-      heap[index] = c;
-      c.heapIndex = index;
-      index = child;
-    }
-    heap[index] = lane;
-    lane.heapIndex = index;
-  }
-}
-
-function before(a: Lane, b: Lane): boolean {
-  return a.arrival < b.arrival || (a.arrival === b.arrival && a.id < b.id);
 }

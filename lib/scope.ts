@@ -47,7 +47,8 @@ export class Scope implements Fanout, CallHost {
   lane!: Lane;
   /** Every task of the request, for `timings()` and `Server-Timing`. */
   readonly tasks: TaskRun[] = [];
-  private calls: Set<Call> | null = null;
+  /** The calls still running (an array: a request has one or two at a time, where a Set cost more). */
+  private calls: Call[] | null = null;
   private timer: NodeJS.Timeout | null = null;
   private controller: AbortController | null = null;
   private ended: End | null = null;
@@ -171,7 +172,10 @@ export class Scope implements Fanout, CallHost {
   }
 
   untrack(call: Call): void {
-    this.calls?.delete(call);
+    const calls = this.calls;
+    if (calls === null) return;
+    const at = calls.indexOf(call);
+    if (at >= 0) calls.splice(at, 1);
   }
 
   private call(tasks: unknown, mode: Mode, options: CallOptions | undefined): Promise<unknown> {
@@ -193,7 +197,7 @@ export class Scope implements Fanout, CallHost {
       return Promise.reject(error);
     }
     for (const task of call.tasks) this.tasks.push(task);
-    this.calls!.add(call);
+    this.calls!.push(call);
     call.begin();
     return call.promise;
   }
@@ -203,7 +207,7 @@ export class Scope implements Fanout, CallHost {
     this.active = true;
     const { options } = this.runtime;
     this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
-    this.calls = new Set();
+    this.calls = [];
     this.armDeadline();
     // The response may be over before the handler first used `req.fanout`: its 'close' has then come and gone.
     const socket = this.req.socket as Socket | null;
@@ -320,7 +324,7 @@ export class Scope implements Fanout, CallHost {
     }
     this.ended = reason;
     this.controller?.abort(this.endError());
-    if (!this.calls || this.calls.size === 0) return;
+    if (!this.calls || this.calls.length === 0) return;
     const status: TaskStatus = reason === 'deadline' ? 'timeout' : 'aborted';
     // Slots freed by one call's tasks must not start another call's task that is about to be expired too.
     this.runtime.scheduler.held(() => this.expireCalls(status));
@@ -369,22 +373,39 @@ function onDeadline(scope: Scope): void {
   scope.end('deadline');
 }
 
-/** The open requests of each socket: one 'close' listener per socket, however many requests it pipelines. */
-const sockets = new WeakMap<Socket, Set<Scope>>();
+/** The open requests of a socket: the one being answered, and those pipelined behind it. */
+interface OpenRequests {
+  one: Scope | null;
+  more: Set<Scope> | null;
+}
+
+/**
+ * Kept on the socket itself under a symbol, with one 'close' listener per socket however many requests it
+ * carries: a property read a request, where a WeakMap lookup and a Set per socket cost more.
+ */
+const OPEN = Symbol('express-fanout open requests');
+type Watched = Socket & { [OPEN]?: OpenRequests };
 
 function watchSocket(socket: Socket, scope: Scope): void {
-  let scopes = sockets.get(socket);
-  if (scopes === undefined) {
-    const open = (scopes = new Set());
-    sockets.set(socket, open);
+  let open = (socket as Watched)[OPEN];
+  if (open === undefined) {
+    const requests: OpenRequests = (open = { one: null, more: null });
+    (socket as Watched)[OPEN] = requests;
     socket.once('close', () => {
-      sockets.delete(socket);
-      for (const s of [...open]) s.closed();
+      const scopes = requests.more === null ? [] : [...requests.more];
+      if (requests.one !== null) scopes.unshift(requests.one);
+      requests.one = null;
+      requests.more = null;
+      for (const s of scopes) s.closed();
     });
   }
-  scopes.add(scope);
+  if (open.one === null) open.one = scope;
+  else (open.more ??= new Set()).add(scope);
 }
 
 function unwatchSocket(socket: Socket, scope: Scope): void {
-  sockets.get(socket)?.delete(scope);
+  const open = (socket as Watched)[OPEN];
+  if (open === undefined) return;
+  if (open.one === scope) open.one = null;
+  else open.more?.delete(scope);
 }

@@ -21,6 +21,8 @@ export interface TaskDef {
   key: string | undefined;
   /** Only ever true for a task with a fallback. */
   skipWhenLate: boolean;
+  /** The dependency whose bulkhead it uses (`undefined`: its name's). */
+  dependency: string | undefined;
 }
 
 export interface RetryPolicy {
@@ -41,10 +43,13 @@ const SPEC_KEYS = [
   'key',
   'skipWhenLate',
   'limit',
+  'dependency',
 ];
 const RETRY_KEYS = ['max', 'backoffMs', 'retryOn'];
 const QUANTILES: Record<string, number> = { p90: 0.9, p95: 0.95, p99: 0.99 };
 const NONE: readonly number[] = [];
+/** The longest `dependency` name (it becomes a key of `stats().dependencies` and a metric label). */
+const MAX_DEPENDENCY_LENGTH = 128;
 /** Retries at most, whatever the budget: each waits for a slot and a token anyway. */
 const MAX_RETRIES = 100;
 
@@ -52,10 +57,52 @@ const MAX_RETRIES = 100;
  * Validates a call's tasks before anything starts, so bad input loses nothing: a non-function task, an
  * unknown option, an `after` naming no task of the call, or a cycle in `after` is a `TypeError` naming it.
  */
-export function parseTasks(tasks: unknown, where = 'tasks'): TaskDef[] {
+export function parseTasks(tasks: unknown, where = 'tasks'): readonly TaskDef[] {
   if (typeof tasks !== 'object' || tasks === null || Array.isArray(tasks)) {
     throw new TypeError(`Expected the ${where} to be an object of named tasks, got ${describe(tasks)}`);
   }
+  const seen = validatedTasks.get(tasks);
+  if (seen !== undefined && sameTasks(tasks as Record<string, unknown>, seen)) return seen.defs;
+  const defs = parseAll(tasks);
+  if (isPlainObject(tasks)) {
+    const keys: string[] = [];
+    const values: unknown[] = [];
+    for (const key in tasks) {
+      keys.push(key);
+      values.push(tasks[key]);
+    }
+    // Shared by every call made with this object from now on: frozen, so that none can change another's.
+    for (const def of defs) Object.freeze(def);
+    validatedTasks.set(tasks, { keys, values, defs: Object.freeze(defs) });
+  }
+  return defs;
+}
+
+/**
+ * Task objects already validated (the usual `const tasks = { … }` at module level, or `gather(tasks)`), with
+ * their names and values then, and their definitions: a call made with the same object, its names, values and
+ * spec objects unchanged, reuses them whole. Anything changed is validated again (see {@link validated}).
+ */
+const validatedTasks = new WeakMap<object, { keys: string[]; values: unknown[]; defs: readonly TaskDef[] }>();
+
+/** Same names in the same order, same values, and each spec object among them unchanged since validated. */
+function sameTasks(tasks: Record<string, unknown>, seen: { keys: string[]; values: unknown[] }): boolean {
+  const { keys, values } = seen;
+  let i = 0;
+  for (const key in tasks) {
+    if (i >= keys.length || keys[i] !== key) return false;
+    const value = tasks[key];
+    if (values[i] !== value) return false;
+    if (typeof value === 'object' && value !== null) {
+      const spec = validated.get(value);
+      if (spec === undefined || !unchanged(value as Record<string, unknown>, spec)) return false;
+    }
+    i++;
+  }
+  return i === keys.length;
+}
+
+function parseAll(tasks: object): TaskDef[] {
   const names = Object.keys(tasks);
   const defs: TaskDef[] = new Array<TaskDef>(names.length);
   let anyAfter = false;
@@ -77,6 +124,7 @@ export function parseTasks(tasks: unknown, where = 'tasks'): TaskDef[] {
         hedges: 1,
         key: undefined,
         skipWhenLate: false,
+        dependency: undefined,
       };
       continue;
     }
@@ -158,6 +206,15 @@ function parseSpec(name: string, task: unknown): TaskDef {
     if (spec.limit !== undefined && (typeof spec.limit !== 'string' || spec.limit === '')) {
       throw new TypeError(`Expected \`limit\` to be the name of a limit, got ${describe(spec.limit)}`);
     }
+    const dependency = spec.dependency;
+    if (
+      dependency !== undefined &&
+      (typeof dependency !== 'string' || dependency === '' || dependency.length > MAX_DEPENDENCY_LENGTH)
+    ) {
+      throw new TypeError(
+        `Expected \`dependency\` to be a non-empty string of at most ${MAX_DEPENDENCY_LENGTH} characters, got ${describe(dependency)}`,
+      );
+    }
     return {
       name,
       run: spec.limit === undefined ? (spec.run as TaskFn) : limitedRun(spec.limit, spec.run as TaskFn),
@@ -175,6 +232,7 @@ function parseSpec(name: string, task: unknown): TaskDef {
       hedges: spec.hedges === undefined ? 1 : integer('hedges', spec.hedges, 1, 10),
       key: spec.key as string | undefined,
       skipWhenLate: hasFallback && spec.skipWhenLate !== false,
+      dependency: dependency as string | undefined,
     };
   });
 }

@@ -13,7 +13,7 @@ import {
 } from './errors';
 import { retryHint } from './fetch';
 import type { Runtime } from './runtime';
-import type { Lane } from './scheduler';
+import type { Bulkhead, Lane } from './scheduler';
 import type { Flight, FlightWaiter } from './single-flight';
 import type { TaskDef } from './task-def';
 import type { TaskProbe, TaskStatus } from './types';
@@ -78,6 +78,8 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   readonly probe: TaskProbe | null;
   /** This task's own deadline (performance ms): the call's, or earlier through `timeoutMs`. */
   deadline: number;
+  /** Its dependency's bulkhead (`dependency`, else its name), resolved once: every attempt uses it. */
+  readonly bulkhead: Bulkhead;
 
   /**
    * Tasks of the same call waiting on this one, its own dependencies, and how many of them are still pending.
@@ -118,6 +120,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.submittedAt = now;
     this.deadline = host.deadline;
     this.slotless = WORKER_ONLY.has(def.run);
+    this.bulkhead = host.scope.runtime.scheduler.bulkhead(def.dependency ?? def.name);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
   }
 
@@ -244,7 +247,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
         );
         this.abortAttempts(lost);
       }
-      return this.finish('fulfilled', valueOrError);
+      return this.finish('fulfilled', valueOrError, now);
     }
     this.failed(status, valueOrError);
   }
@@ -368,17 +371,17 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   }
 
   /** The outcome of the task's own execution (its attempts): shared with the waiters of its key, then recorded. */
-  private finish(status: TaskStatus, valueOrError: unknown): void {
+  private finish(status: TaskStatus, valueOrError: unknown, now?: number): void {
     const flight = this.flight;
     if (flight !== null && flight.owner === this) {
       this.flight = null;
-      if (this.state !== 'settled') this.record(status, valueOrError);
+      if (this.state !== 'settled') this.record(status, valueOrError, now);
       flight.deliver(status as 'fulfilled', valueOrError);
       return;
     }
     if (this.state === 'settled') return;
     this.abortAttempts(valueOrError);
-    this.record(status, valueOrError);
+    this.record(status, valueOrError, now);
   }
 
   /**
@@ -415,10 +418,11 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     this.abortAttempts(reason);
   }
 
-  private record(status: TaskStatus, valueOrError: unknown): void {
+  /** `now`: the clock read of the attempt that just settled, when there is one (a read fewer a task). */
+  private record(status: TaskStatus, valueOrError: unknown, now = performance.now()): void {
     this.state = 'settled';
     this.status = status;
-    this.settledAt = performance.now();
+    this.settledAt = now;
     this.timer = clear(this.timer);
     this.hedgeTimer = clear(this.hedgeTimer);
     this.backoffTimer = clear(this.backoffTimer);

@@ -1,9 +1,9 @@
 /**
  * The learned transit per callee origin: how long a call to that origin spends outside the callee, there and
  * back. `ctx.fetch()` measures each call's round trip (from the call to the answer's headers) and the callee
- * says how long it worked (work-time-header.ts): round trip minus work is
- * the transit of that hop. The budget sent to the callee is cut by a high quantile of recent transits, so its
- * deadline (counted from when it saw the request, one way later) plus the way back ends before ours.
+ * says how long it worked (work-time-header.ts): round trip minus work is the transit of that hop. The budget
+ * sent to the callee is cut by a high quantile of recent transits, so its deadline (counted from when it saw
+ * the request, one way later) plus the way back ends before ours.
  *
  * Both numbers are durations measured on one host each (a round trip here, a work time there), never epoch
  * times: a clock skew between the hosts changes nothing.
@@ -29,6 +29,8 @@ export const WINDOW = 128;
 export const QUANTILE = 0.99;
 /** A transit older than this no longer counts (a route that changed, a connection re-made elsewhere). */
 export const MAX_AGE_MS = 5 * 60_000;
+/** How long a margin may stay above what its transits give now, before they are read again, ms. */
+export const REFRESH_MS = 1000;
 /** Origins remembered at most; the least recently used goes first. */
 export const MAX_ORIGINS = 1000;
 
@@ -46,7 +48,7 @@ class Origin {
   connectAt = 0;
   /** The only sample is an origin's first answer, which the second replaces when lower. */
   provisional = false;
-  /** Live samples at the last computation. */
+  /** Live samples: counted at each computation, and one more for each answer in between. */
   live = 0;
 }
 
@@ -84,7 +86,13 @@ export class Transits {
     const i = replace ? 0 : entry.written++ % WINDOW;
     entry.transits[i] = transit;
     entry.at[i] = now;
-    entry.cached = Number.NaN;
+    // A transit above the margin raises it at once (the safe side); one at or below it can only lower it, which
+    // waits for the next refresh: no sort of the window on every call of a busy origin.
+    if (replace || !(transit <= entry.cached) || entry.live === 0) entry.cached = Number.NaN;
+    else {
+      if (entry.validUntil > now + REFRESH_MS) entry.validUntil = now + REFRESH_MS;
+      if (entry.live < WINDOW) entry.live++;
+    }
   }
 
   /**

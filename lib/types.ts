@@ -47,12 +47,15 @@ export interface FanoutOptions {
    */
   budgetHeader?: string | false;
   /**
-   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed), `'adaptive'`,
-   * or `{ adaptive: { min, max, … } }`. Adaptive, the limit is found from the tasks' latency (a gradient
-   * controller, as Netflix's Gradient2 and Envoy's): it grows while latency stays at its no-load level and
-   * shrinks when the downstream starts queueing (latency grows with every call over its capacity), so the
-   * queue stays here, where the budget can shed it, not inside the downstream. `stats().limit` shows it.
-   * @default 'adaptive' (min 4, max 1024, starting at 32)
+   * Process-wide cap on tasks running at once, all requests together: an integer >= 1 (fixed, one limit for
+   * every task), `'adaptive'`, or `{ adaptive: { min, max, … } }`. Adaptive, each dependency (a task's
+   * `dependency`, else its name) has a bulkhead: its own limit, found from its tasks' latency (a gradient
+   * controller, as Netflix's Gradient2 and Envoy's), and its own admission. A limit grows while latency stays
+   * at its no-load level and shrinks when the dependency starts queueing (latency grows with every call over
+   * its capacity), so the queue stays here, where the budget can shed it, not inside the dependency; the event
+   * loop's own delay is taken out of the latency, so a busy loop does not shrink it. `max` stays the
+   * process-wide ceiling. `stats().limit` shows their sum, `stats().dependencies` each.
+   * @default 'adaptive' (min 4, max 4096, starting at 32)
    */
   concurrency?: number | 'adaptive' | { adaptive: AdaptiveConcurrency | true };
   /**
@@ -82,8 +85,7 @@ export interface FanoutOptions {
    * `OverloadedError` with `Retry-After`, before anything per-request is built), but only while the time they
    * would spend in the process breaks their budget. It judges requests only while the loop is hot (its delay
    * stayed above `targetMs` for `intervalMs`; it cools after `intervalMs` below it) and busy (utilisation at
-   * least `utilization`), and for a second after a shed. It sheds a request when the loop's delay alone reaches
-   * its budget, or when more requests are in flight than the recent best throughput times the no-load latency
+   * least `utilization`), and for a second after a shed. It sheds a request when more requests are in flight than the recent best throughput times the no-load latency
    * says fit (go-zero's check) and Little's law says its wait would break its budget. A surge the loop still
    * answers within the budget is never shed. `stats().eventLoop` shows it. `false`: no door (the event-loop
    * monitor is not started for it).
@@ -208,7 +210,7 @@ export interface RetryOptions {
 export interface AdaptiveConcurrency {
   /** Lowest limit. Integer >= 1. @default 4 */
   min?: number;
-  /** Highest limit. Integer >= min. @default 1024 */
+  /** Highest limit of a dependency, and the process-wide ceiling. Integer >= min. @default 4096 */
   max?: number;
   /** Limit before any latency was measured. Integer in [min, max]. @default 32 */
   initial?: number;
@@ -487,6 +489,15 @@ export interface TaskSpec<T = unknown> {
    */
   limit?: string;
   /**
+   * The dependency this task calls, for its bulkhead: with the adaptive `concurrency` (the default), each
+   * dependency has its own adaptive limit and admission, so a saturated one queues and sheds only its own
+   * tasks. Tasks naming the same dependency share one (`'inventory'` for `getStock` and `reserve`). A non-empty
+   * string of at most 128 characters. At most 256 dependencies are tracked per middleware; later ones share one
+   * bulkhead, reported as `'(other)'`. With a fixed `concurrency`, every task shares the one limit.
+   * @default the task's name
+   */
+  dependency?: string;
+  /**
    * For a task with a `fallback`: when the name's recent p95 (from 20 samples on) exceeds the time left,
    * take the fallback at once without a slot (status `'skipped'`).
    * @default true
@@ -667,7 +678,10 @@ export interface FanoutStats {
   running: number;
   /** Tasks waiting for a slot. */
   queued: number;
-  /** The process-wide limit now: `concurrency`, or the one the adaptive limit found. */
+  /**
+   * The process-wide limit now: `concurrency`, or with the adaptive limit the sum of the dependencies' limits
+   * (at most its `max`).
+   */
   limit: number;
   /** Counters since the middleware was created. */
   completed: number;
@@ -689,6 +703,12 @@ export interface FanoutStats {
   /** Fleet-limit permits taken, and attempts that ran on the local bound because the store failed (Redis down). */
   limitAcquired: number;
   limitFailOpen: number;
+  /**
+   * Per dependency (a task's `dependency`, else its name), with the adaptive `concurrency`: its limit, tasks
+   * holding a slot, waiting, and shed. `running`, `queued` and `shed` above are the totals. At most 256
+   * dependencies, then one `'(other)'`; empty with a fixed `concurrency` (one limit for all).
+   */
+  dependencies: Record<string, DependencyStats>;
   workers: WorkerStats;
   /**
    * The transit learned per callee origin (`http://host:port`) by `ctx.fetch()`: the learned part of the
@@ -718,6 +738,16 @@ export interface EventLoopStats {
   shedding: boolean;
   /** Requests the door shed (503), counted apart from `shed`, which counts tasks shed from the queues. */
   shed: number;
+  /** Requests the door let in whose response has not ended yet (0 with `eventLoop: false`). */
+  inFlight: number;
+}
+
+/** `stats().dependencies[name]`: one dependency's bulkhead. */
+export interface DependencyStats {
+  limit: number;
+  running: number;
+  queued: number;
+  shed: number;
 }
 
 /** `stats().workers`: the worker queue (the package's own, not workerpool's) and the threads. */
@@ -746,7 +776,15 @@ export interface FanoutMiddleware {
     res: import('express').Response,
     next: import('express').NextFunction,
   ): void;
-  /** Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers. */
+  /**
+   * Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers.
+   *
+   * With fake timers (jest's, sinon's): the deadline and grace timers of a request are the clock's that was
+   * installed when they were set. Close the middleware while that fake clock still runs, and advance it past
+   * `graceMs` (`const closed = fo.close(); await jest.advanceTimersByTimeAsync(graceMs); await closed;`), then
+   * switch back to real timers. After `jest.useRealTimers()`, a task that ignored its abort signal is
+   * written off by a fake timer that no longer runs, so `close()` would wait for it until the test times out.
+   */
   close(): Promise<void>;
   stats(): FanoutStats;
   /**

@@ -5,7 +5,8 @@
 //   image), and that path must exist here;
 // - every #anchor must be a heading of the file it points into (GitHub's rule: lower case, punctuation dropped,
 //   spaces to hyphens, a repeated heading gets -1, -2 …).
-// Other sites are not fetched. Fails naming each broken link with its file and line.
+// Other sites are not fetched. Fails naming each broken link with its file and line. A guide (docs/*.md) also
+// has one H1, its title on the first line, followed by a paragraph that says what it covers.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,6 +122,21 @@ for (const file of files) {
       }
     }
   });
+}
+
+// Each guide is one page: one H1, its title, then a paragraph that says what the guide covers.
+for (const file of files.filter((f) => f.startsWith('docs/'))) {
+  const lines = prose(readFileSync(join(root, file), 'utf8'));
+  const titles = lines.flatMap((line, i) => (/^# /.test(line) ? [i + 1] : []));
+  if (titles.length !== 1 || titles[0] !== 1) {
+    problems.push(
+      `${file}: a guide has one H1, on its first line (found on lines ${titles.join(', ') || 'none'})`,
+    );
+  }
+  const summary = lines.slice(1).find((line) => line.trim() !== '');
+  if (summary === undefined || /^(#|<!--|\||```|- )/.test(summary)) {
+    problems.push(`${file}: a guide starts with a paragraph that says what it covers, under its title`);
+  }
 }
 
 if (problems.length) {

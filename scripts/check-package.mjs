@@ -7,10 +7,11 @@
 //   `commonjs` + `node10` resolution with and without `esModuleInterop`, the latter written with
 //   `import express = require('express')`) and as an ES module (`"type": "module"`, `module: nodenext`), with
 //   TypeScript 5.9 (the repo's) and TypeScript 7 (installed in the scratch project; it has no `node10`
-//   resolution and no `esModuleInterop: false`, so it compiles the node16 and nodenext projects), against the
-//   oldest supported `@types/node` and the newest, each with `@types/express` 4 and 5. The oldest is the newest
-//   20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with `skipLibCheck: false` (their
-//   `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package uses them. With
+//   resolution and no `esModuleInterop: false`, so it compiles the node16, nodenext and `module: commonjs`
+//   projects), against the oldest supported `@types/node` and the newest, each with `@types/express` 4 and 5.
+//   The oldest is the newest 20.x: early 20.x releases do not compile themselves under TypeScript 5.9 with
+//   `skipLibCheck: false` (their `Buffer` no longer extends `Uint8Array<ArrayBufferLike>`), whatever package
+//   uses them. With
 //   `skipLibCheck: false` every declaration file the consumer reaches is checked, ours and our imports of
 //   `node:*` types included (`@types/node` 26 dropped `TransferListItem`, which the shipped types once imported;
 //   a default import of `node:http` once failed every consumer without `esModuleInterop`);
@@ -60,15 +61,21 @@ const CONSUMER = `import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import {
   BudgetExceededError,
+  CallTooLargeError,
   ClientClosedError,
+  DownstreamError,
   FanoutError,
   OverloadedError,
   SiblingFailedError,
   TaskFailedError,
+  TaskSkippedError,
+  WorkerArgumentsError,
   WorkerCrashedError,
   WorkerScriptError,
+  budget,
   fanout,
   gather,
+  parseServerTiming,
   type CallOptions,
   type FanoutMiddleware,
   type FanoutOptions,
@@ -77,9 +84,15 @@ import {
   type TaskContext,
   type TaskEvent,
   type TaskTiming,
+  type ServerTimings,
   type Transferable,
   type WorkerResourceLimits,
 } from 'express-fanout';
+
+// Every error class of the Errors table imports.
+export const exported = [CallTooLargeError, DownstreamError, TaskSkippedError, WorkerArgumentsError].map((c) => c.name);
+// @ts-expect-error a task is a function or { run }: "task \`a\` must be a function or { run }"
+export const notATask = () => gather({ a: 5 });
 
 declare module 'express-fanout' {
   interface WorkerMethods {
@@ -131,6 +144,10 @@ export function createApp(): { app: Express; fo: FanoutMiddleware } {
       const u: number | string = c;
       // @ts-expect-error c may be the fallback string
       const wrong: number = c;
+      if (req.query['never'] !== undefined) {
+        // @ts-expect-error a misspelt task option (timeoutMs) does not compile
+        await req.fanout.all({ a: { run: () => 1, timeoutMS: 5 } });
+      }
       res.json({ n, s, u, wrong, inBudget: req.fanout.remainingMs() > 0 && req.fanout.deadline > Date.now() });
     } catch (error) {
       next(error);
@@ -143,6 +160,10 @@ export function createApp(): { app: Express; fo: FanoutMiddleware } {
     const y: number | undefined = out.y.value;
     const timings: TaskTiming[] = req.fanout.timings();
     res.json({ x: x.status, xv: x.value, y: out.y.status, yv: y, timings: timings.map((t) => t.name + ':' + t.status) });
+  });
+
+  app.get('/budget', budget(3000), (req, res) => {
+    res.json({ long: req.fanout.remainingMs() > 2000 });
   });
 
   app.get('/run', async (req, res) => {
@@ -189,15 +210,18 @@ export async function main(): Promise<void> {
   const address = server.address();
   const base = 'http://127.0.0.1:' + (typeof address === 'object' && address ? address.port : 0);
   const answers: Record<string, unknown> = {};
-  for (const path of ['/gather', '/mapped', '/all', '/settle', '/run', '/worker', '/fail']) {
+  let timing: ServerTimings = {};
+  for (const path of ['/gather', '/mapped', '/all', '/settle', '/budget', '/run', '/worker', '/fail']) {
     const res = await fetch(base + path);
+    if (path === '/all') timing = parseServerTiming(res);
     answers[path] = { status: res.status, body: await res.json() };
   }
   const stats: FanoutStats = fo.stats();
   await new Promise((resolve) => server.close(resolve));
   await fo.close();
   const settled = stats.completed + stats.failed;
-  console.log(JSON.stringify({ answers, settled, events: events.length, typo: typo() }));
+  const read = { c: timing['c']?.outcome, a: timing['a']?.outcome, total: (timing['total']?.ms ?? -1) >= 0 };
+  console.log(JSON.stringify({ answers, settled, events: events.length, typo: typo(), exported, timing: read }));
 }
 `;
 
@@ -211,6 +235,7 @@ const EXPECTED = {
       status: 200,
       body: { x: 'fulfilled', xv: 'x', y: 'rejected', yv: 0, timings: ['x:fulfilled', 'y:rejected'] },
     },
+    '/budget': { status: 200, body: { long: true } },
     '/run': { status: 200, body: { positive: true, aborted: false } },
     '/worker': { status: 200, body: { f: 6765, total: 10, moved: true, typed: 55 } },
     '/fail': { status: 502, body: { kind: 'TaskFailedError', status: 502, expose: false, tasks: ['down'] } },
@@ -218,6 +243,8 @@ const EXPECTED = {
   settled: 13,
   events: 13,
   typo: 'Unknown option `budgetMS`. Did you mean `budgetMs`?',
+  exported: ['CallTooLargeError', 'DownstreamError', 'TaskSkippedError', 'WorkerArgumentsError'],
+  timing: { c: 'fallback', a: 'fulfilled', total: true },
 };
 
 const WORKER = `const workerpool = require('workerpool');
@@ -263,6 +290,8 @@ const PROJECTS = [
     emit: false,
     ts: ['5.9'],
   },
+  // TypeScript 7's way to a CommonJS build without node16: `module: commonjs` and its default resolution.
+  { dir: 'cjs-commonjs', type: 'commonjs', module: 'commonjs', emit: false, ts: [7] },
   {
     dir: 'cjs-node10-no-interop',
     type: 'commonjs',

@@ -109,6 +109,8 @@ async function startDemo(dataDir: string): Promise<Demo> {
   let demo: Demo;
   let browser: Browser;
   let page: Page;
+  /** Console errors and uncaught exceptions of the page, from its first load on. */
+  const pageErrors: string[] = [];
 
   beforeAll(async () => {
     if (!present) throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium)`);
@@ -116,6 +118,10 @@ async function startDemo(dataDir: string): Promise<Demo> {
     demo = await startDemo(dataDir);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
     page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    page.on('console', (message) => {
+      if (message.type() === 'error') pageErrors.push(`${message.text()} (${message.location().url})`);
+    });
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
     await page.goto(`${demo.url}/dashboard`);
     await page.waitForSelector('#live:text("live")');
   }, 90_000);
@@ -125,6 +131,12 @@ async function startDemo(dataDir: string): Promise<Demo> {
     await demo?.close();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   }, 30_000);
+
+  it('loads with no console error (the favicon is a 204, not a 404)', async () => {
+    expect(pageErrors).toEqual([]);
+    const favicon = await fetch(`${demo.url}/favicon.ico`);
+    expect(favicon.status).toBe(204);
+  });
 
   it.each(['/', '/sequential', '/seed', '/budget', '/cpu'])(
     'draws %s as one bar per task, widths in proportion to the Server-Timing durations',

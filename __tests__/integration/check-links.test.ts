@@ -60,6 +60,15 @@ describe('the link check (scripts/check-links.mjs)', () => {
     expect(out).toContain('no file docs/gone.md');
   });
 
+  it('fails on a guide with a second H1, or with no summary under its title', async () => {
+    append('docs/tail.md', '\n# Another title\n');
+    writeFileSync(join(copy, 'docs/new-guide.md'), '# A guide\n\n## Straight to a section\n');
+    const { code, out } = await check();
+    expect(code).toBe(1);
+    expect(out).toMatch(/docs\/tail\.md: a guide has one H1, on its first line \(found on lines 1, \d+\)/);
+    expect(out).toContain('docs/new-guide.md: a guide starts with a paragraph that says what it covers');
+  });
+
   it('reads no link inside a code block or a code span', async () => {
     append('docs/faq.md', '\n```md\n[in a block](nowhere.md)\n```\n\nAnd `[in a span](nowhere.md)`.\n');
     expect((await check()).code).toBe(0);

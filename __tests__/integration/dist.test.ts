@@ -38,6 +38,7 @@ const server = app.listen(0, '127.0.0.1', async () => {
 const EXPECTED = {
   names: [
     'BudgetExceededError',
+    'CallTooLargeError',
     'ClientClosedError',
     'DownstreamError',
     'FanoutError',
@@ -47,11 +48,14 @@ const EXPECTED = {
     'SiblingFailedError',
     'TaskFailedError',
     'TaskSkippedError',
+    'WorkerArgumentsError',
     'WorkerCrashedError',
     'WorkerScriptError',
+    'budget',
     'drainable',
     'fanout',
     'gather',
+    'parseServerTiming',
   ],
   status: 200,
   body: { a: 1, b: 'late' },

@@ -1,20 +1,25 @@
-// The README's examples run as written: each is a file under examples/ that CI type-checks, and the README's
-// code blocks are those files (scripts/check-examples.mjs). The quick start runs here against the demo's own
-// slow API, started in this process. Timing checks are generous windows: the machine is small and shared.
+// The examples run as written: each is a file under examples/ that CI type-checks, and the code blocks of the
+// README and docs/ are those files (scripts/check-examples.mjs). Imported, each example's app is tested with
+// supertest for what its text claims; run as a program (`node --import tsx <file>`, as a user runs it), each
+// listens, prints its URL and a curl to try, and that curl answers. The quick start runs here against the
+// demo's own slow API, started in this process. Timing checks are generous windows: the machine is small and
+// shared.
+import { type ChildProcessWithoutNullStreams, execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { promisify } from 'node:util';
 import supertest from 'supertest';
 import { createSlowApiServer } from '../../demo-server/slow-api';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { app as errorsApp } from '../../examples/errors';
 import { createApp } from '../../examples/quick-start';
 import { app as runApp } from '../../examples/run';
 import { app as settleApp } from '../../examples/settle';
+import * as shutdown from '../../examples/shutdown';
+import * as tail from '../../examples/tail';
 import * as workerThreads from '../../examples/worker-threads/app';
 
 describe('the quick start example', () => {
@@ -81,8 +86,6 @@ describe('the quick start example', () => {
 });
 
 describe('the other examples', () => {
-  afterAll(() => workerThreads.fo.close());
-
   it('settle: answers with what made it and the status of what did not, at the 300 ms budget', async () => {
     const started = performance.now();
     const res = await supertest(settleApp).get('/dashboard');
@@ -119,6 +122,13 @@ describe('the other examples', () => {
       expect(slow.status).toBe(504);
       expect(slow.headers['x-budget-ms']).toBe('200');
       expect(slow.body).toEqual({ error: 'unavailable', tasks: ['db'] });
+      // expose matters: a 4xx's message is for the client, a 5xx's is not
+      const bad = await supertest(errorsApp).get('/users/x1');
+      expect(bad.status).toBe(400);
+      expect(bad.body).toEqual({ error: 'id must be digits, got "x1"' });
+      const user = await supertest(errorsApp).get('/users/1');
+      expect(user.status).toBe(200);
+      expect(user.body).toEqual({ user: { id: '1', name: 'Ada' } });
     } finally {
       log.mockRestore();
     }
@@ -127,7 +137,7 @@ describe('the other examples', () => {
   it('worker threads: runs worker.js on the pool, alone and inside a fan-out with a transferred buffer', async () => {
     const fib = await supertest(workerThreads.app).get('/fib');
     expect(fib.status).toBe(200);
-    expect(fib.body).toEqual({ value: 75025 });
+    expect(fib.body).toEqual({ n: 25, value: 75025 });
     const both = await supertest(workerThreads.app).get('/');
     expect(both.status).toBe(200);
     expect(both.body).toEqual({
@@ -135,6 +145,153 @@ describe('the other examples', () => {
       digest: createHash('sha256').update('hello').digest('hex'),
     });
   });
+});
+
+describe('the examples that show a claim', () => {
+  afterAll(() => Promise.all([tail.fo.close(), shutdown.fo.close(), workerThreads.fo.close()]));
+
+  it('worker threads: a step over the budget is a 504 through next(), and the pool keeps serving', async () => {
+    const late = await supertest(workerThreads.app).get('/fib?n=45');
+    expect(late.status).toBe(504);
+    const fib = await supertest(workerThreads.app).get('/fib?n=20');
+    expect(fib.body).toEqual({ n: 20, value: 6765 });
+  });
+
+  it('tail: after 40 requests the retries, hedges and single-flight have fired; a tight budget skips ads', async () => {
+    const statuses: number[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all([1, 2, 3, 4].map(() => supertest(tail.app).get('/users/1')));
+      statuses.push(...answers.map((answer) => answer.status));
+    }
+    expect(statuses).toEqual(Array(40).fill(200));
+    const stats = (await supertest(tail.app).get('/stats')).body;
+    expect(stats.retries).toBeGreaterThan(0); // every fifth profile call fails, and is retried
+    expect(stats.hedges).toBeGreaterThan(0); // every tenth recommendations call is slow, past the p95 of the rest
+    expect(stats.hedgeWins).toBeGreaterThan(0);
+    expect(stats.coalesced).toBeGreaterThan(0); // four requests at once share the flags call
+    const tight = await supertest(tail.app).get('/users/1').set('x-request-budget-ms', '100');
+    expect(tight.status).toBe(200);
+    expect(tight.body.ads).toEqual([]);
+    expect(tight.headers['server-timing']).toMatch(/(^|, )ads;dur=[\d.]+;desc="skipped/);
+  }, 30_000);
+
+  it('shutdown: the app answers before any signal', async () => {
+    const res = await supertest(shutdown.app).get('/');
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ now: expect.any(String) });
+  });
+});
+
+describe('each example, run as a program', () => {
+  const root = join(__dirname, '..', '..');
+  let services: http.Server;
+  let servicesUrl: string;
+  beforeAll(async () => {
+    // What the OpenTelemetry example calls: answers every path with JSON.
+    services = http.createServer((_req, res) =>
+      res.setHeader('content-type', 'application/json').end('{"id":1}'),
+    );
+    await new Promise<void>((resolve) => services.listen(0, '127.0.0.1', resolve));
+    servicesUrl = `http://127.0.0.1:${(services.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise((resolve) => services.close(resolve)));
+
+  /** Runs an example as a user does, with PORT=0, until it prints its URL and the curl to try. */
+  async function start(file: string, env: Record<string, string> = {}) {
+    const child = spawn(process.execPath, ['--import', 'tsx', file], {
+      cwd: root,
+      env: { ...process.env, PORT: '0', ...env },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const started = Date.now();
+    while (!/Try: curl -i \S+/.test(output)) {
+      if (child.exitCode !== null || Date.now() - started > 30_000) {
+        child.kill('SIGKILL');
+        throw new Error(`${file} did not print its URL and a curl to try:\n${output}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const url = /Listening on (http:\/\/localhost:\d+)/.exec(output)?.[1];
+    const tryUrl = /Try: curl -i (\S+)/.exec(output)![1]!;
+    return { child, url, tryUrl, exited, output: () => output };
+  }
+  const stop = async ({
+    child,
+    exited,
+  }: {
+    child: ChildProcessWithoutNullStreams;
+    exited: Promise<unknown>;
+  }) => {
+    child.kill('SIGKILL');
+    await exited;
+  };
+
+  const callees = () => ({
+    USERS_URL: servicesUrl,
+    ORDERS_URL: servicesUrl,
+    CART_URL: servicesUrl,
+    PAYMENTS_URL: servicesUrl,
+  });
+  const programs: Array<{ file: string; status: number; env?: () => Record<string, string> }> = [
+    { file: 'examples/quick-start.ts', status: 200 },
+    { file: 'examples/gather.ts', status: 200 },
+    { file: 'examples/settle.ts', status: 200 },
+    { file: 'examples/run.ts', status: 200 },
+    { file: 'examples/typed-after.ts', status: 200 },
+    { file: 'examples/errors.ts', status: 400 },
+    { file: 'examples/tail.ts', status: 200 },
+    { file: 'examples/shutdown.ts', status: 200 },
+    { file: 'examples/prometheus.ts', status: 200 },
+    { file: 'examples/otel.ts', status: 200, env: callees },
+    { file: 'examples/across-services.ts', status: 200, env: callees },
+    { file: 'examples/worker-threads/app.ts', status: 200 },
+    { file: 'examples/typed-worker/app.ts', status: 200 },
+  ];
+
+  it('covers every example that is a program (worker scripts, type declarations and the testing guide are not)', () => {
+    const files = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+        entry.isDirectory() ? files(join(dir, entry.name)) : [relative(root, join(dir, entry.name))],
+      );
+    const programsHere = files(join(root, 'examples')).filter(
+      (file) =>
+        /\.ts$/.test(file) &&
+        !/(^|\/)worker(-methods)?\.ts$/.test(file) &&
+        !file.startsWith('examples/testing/'), // jest runs those: the testing guide's tests
+    );
+    expect(programs.map(({ file }) => file).sort()).toEqual(programsHere.sort());
+  });
+
+  it.each(programs)(
+    '$file listens on PORT, prints its URL, and the curl it suggests answers $status',
+    async ({ file, status, env }) => {
+      const example = await start(file, env?.() ?? {});
+      try {
+        expect(example.url).toMatch(/^http:\/\/localhost:\d+$/);
+        expect(example.tryUrl.startsWith(example.url!)).toBe(true);
+        const res = await fetch(example.tryUrl);
+        expect({ file, status: res.status }).toEqual({ file, status });
+      } finally {
+        await stop(example);
+      }
+    },
+    60_000,
+  );
+
+  it('shutdown: SIGTERM drains, closes the middleware and exits with 0', async () => {
+    const example = await start('examples/shutdown.ts');
+    try {
+      expect((await fetch(example.tryUrl)).status).toBe(200);
+      example.child.kill('SIGTERM');
+      expect(await example.exited).toBe(0);
+      expect(example.output()).toMatch(/SIGTERM: draining\n(.|\n)*closed/);
+    } finally {
+      await stop(example);
+    }
+  }, 60_000);
 });
 
 describe('the README examples check (scripts/check-examples.mjs)', () => {

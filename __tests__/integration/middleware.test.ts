@@ -22,10 +22,17 @@ const zeroStats: FanoutStats = {
   skipped: 0,
   limitAcquired: 0,
   limitFailOpen: 0,
+  dependencies: {},
   workers: { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
   transit: {},
   // The loop's readings are live; the door has shed nothing.
-  eventLoop: { delayMs: expect.any(Number), utilization: expect.any(Number), shedding: false, shed: 0 },
+  eventLoop: {
+    delayMs: expect.any(Number),
+    utilization: expect.any(Number),
+    shedding: false,
+    shed: 0,
+    inFlight: 0,
+  },
 };
 
 describe.each(expressVersions)('middleware (%s)', (_version, express) => {

@@ -213,7 +213,7 @@ describe('resolveConcurrency', () => {
   it("is adaptive by default, with `'adaptive'` and with `{ adaptive: {} }`", () => {
     for (const value of [undefined, 'adaptive', { adaptive: {} }, { adaptive: true }]) {
       expect(resolveConcurrency(value, 'adaptive')).toEqual({
-        concurrency: 1024,
+        concurrency: 4096,
         adaptive: ADAPTIVE_DEFAULTS,
       });
     }
@@ -247,7 +247,7 @@ describe('resolveConcurrency', () => {
     expect(() => resolveConcurrency({ adaptive: { min: 10, max: 5 } }, 'adaptive')).toThrow(
       'concurrency.adaptive.max',
     );
-    expect(() => resolveConcurrency({ adaptive: { initial: 2000 } }, 'adaptive')).toThrow('at most');
+    expect(() => resolveConcurrency({ adaptive: { initial: 5000 } }, 'adaptive')).toThrow('at most');
     expect(() => resolveConcurrency({ adaptive: { tolerance: 0.5 } }, 'adaptive')).toThrow(
       'concurrency.adaptive.tolerance',
     );

@@ -63,12 +63,14 @@ describe('Admission', () => {
     expect(a.expectedWaitMs(49, 32)).toBeCloseTo(100, -1);
   });
 
-  it("lets a task start only while its name's average run time fits in what is left", () => {
+  it("lets a task start only while its name's average run time fits in what is left, with a 25 % margin", () => {
     const a = new Admission(ADMISSION_DEFAULTS);
     expect(a.canFinish(1, 'db')).toBe(true);
     expect(a.canFinish(0, 'db')).toBe(false);
     a.released(0, 50, false, 'db');
-    expect(a.canFinish(55, 'db')).toBe(true);
+    expect(a.canFinish(63, 'db')).toBe(true);
+    // Just its average left: it would end at its deadline, as likely a 504 as not.
+    expect(a.canFinish(55, 'db')).toBe(false);
     expect(a.canFinish(45, 'db')).toBe(false);
     // A name never seen is not judged by the others' times: an instant task after a slow one still starts.
     a.released(10, 250, false, 'report');
@@ -287,5 +289,38 @@ describe("the issue's overload case, simulated (no real time)", () => {
     expect(Math.min(...at(4, 8))).toBeGreaterThanOrEqual(32);
     expect(Math.max(...at(11, 16))).toBeLessThanOrEqual(28);
     expect(Math.min(...at(19, 24))).toBeGreaterThanOrEqual(32);
+  });
+});
+
+describe('the queue outgrowing the budget, on a fake clock (overload.test.ts, made exact)', () => {
+  // 20 requests of 4 tasks of 50 ms on 4 slots, all arriving at once, nothing measured yet.
+  const shape = (budgetMs: number): SimOptions => ({
+    capacity: () => 4,
+    serviceMs: 50,
+    calls: 4,
+    budgetMs,
+    rate: 20,
+    groupsPerS: 1,
+    durationMs: 1,
+    fromMs: 0,
+    perRequest: 4,
+    concurrency: 4,
+    maxQueue: 10_000,
+    admission: ADMISSION_DEFAULTS,
+    adaptive: false,
+  });
+
+  it('answers what it cannot serve in time with a 503 before its deadline, never a 504 (725 ms)', () => {
+    const r = simulateOverload(shape(725));
+    expect(r.ok).toBe(14);
+    expect(r.timedOut).toBe(0);
+    expect(r.dropped + r.shedAtOnce).toBe(6);
+    expect(r.droppedP99).toBeLessThan(725);
+  });
+
+  it('still answers no 504 when a turn falls exactly on the boundary (700 ms)', () => {
+    const r = simulateOverload(shape(700));
+    expect(r.timedOut).toBe(0);
+    expect(r.ok + r.dropped + r.shedAtOnce).toBe(20);
   });
 });

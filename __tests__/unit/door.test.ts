@@ -27,6 +27,8 @@ interface SimOptions {
   arrivalsPerMs?: (t: number) => number;
   /** Closed loop: this many clients, each sending again as soon as it has an answer (a 503 too). */
   clients?: number;
+  /** The process is descheduled from `from` to `to` ms: nothing runs, and then the loop is that late. */
+  stall?: { from: number; to: number };
 }
 
 /**
@@ -49,6 +51,10 @@ function simulate(o: SimOptions): SimResult {
   let judged = false;
   const ioMs = typeof o.ioMs === 'number' ? () => o.ioMs as number : o.ioMs;
   for (let t = 0; t < o.ms; t++) {
+    if (o.stall && t >= o.stall.from && t < o.stall.to) {
+      monitor.recentDelay = t - o.stall.from; // a stall in progress
+      continue;
+    }
     let arrivals = waitingClients;
     waitingClients = 0;
     if (o.arrivalsPerMs) {
@@ -104,6 +110,19 @@ describe('the door (fake clock, simulated loop)', () => {
       expect(r.door.stats(5000).shedding).toBe(false);
     },
   );
+
+  it('never sheds a closed-loop surge that the machine stalls for longer than the budget: late, but not piling up', () => {
+    const r = simulate({
+      ms: 6000,
+      capacityPerMs: 1,
+      ioMs: 20,
+      budgetMs: 1000,
+      clients: 400,
+      stall: { from: 2000, to: 3500 },
+    });
+    expect(r.judged).toBe(true);
+    expect(r.shed).toBe(0);
+  });
 
   it('sheds an open-loop overload of the loop at 3x its capacity, keeping its capacity and the budget', () => {
     // 4 ms of loop time per request after 10 ms of IO: 0.25 a ms; 0.75 a ms arrive; budget 250 ms.
@@ -162,13 +181,35 @@ describe('the door state machine', () => {
     expect(door.judging(250)).toBe(true);
   });
 
-  it('sheds whatever is in flight while the loop is later than the budget itself', () => {
+  it('takes the loop delay for the wait while nothing completed in the last second', () => {
     const { monitor, door } = hotDoor();
+    for (let i = 0; i < 12; i++) door.entered(0); // piling up: nothing completes
     monitor.util = 1;
     monitor.recentDelay = 400;
     expect(door.judging(0)).toBe(true);
     expect(door.judge(0, 1000)).toBeNaN();
-    expect(door.judge(0, 400)).toBeGreaterThanOrEqual(400);
+    expect(door.judge(0, 300)).toBe(400);
+  });
+
+  it('sheds nothing while only a few requests came: no pile, whatever the delay', () => {
+    const { monitor, door } = hotDoor();
+    for (let i = 0; i < 3; i++) door.entered(0);
+    monitor.util = 1;
+    monitor.recentDelay = 400;
+    expect(door.judging(0)).toBe(true);
+    expect(door.judge(0, 300)).toBeNaN();
+  });
+
+  it('does not shed for the delay alone: a process descheduled for longer than the budget serves again at once', () => {
+    const { monitor, door } = hotDoor();
+    // 20 requests a bucket, 30 ms each, 5 in flight: a stall of 1.5 s (the machine took the CPU away) ends.
+    for (let i = 0; i < 20; i++) door.entered(0);
+    for (let i = 0; i < 20; i++) door.left(50, 20);
+    for (let i = 0; i < 5; i++) door.entered(140);
+    monitor.util = 1;
+    monitor.recentDelay = 1500;
+    expect(door.judging(150)).toBe(true);
+    expect(door.judge(150, 1000)).toBeNaN();
   });
 
   it('counts a stall in progress as time above the target: a loop late by 500 ms is hot at once', () => {
@@ -229,7 +270,7 @@ describe('the door state machine', () => {
     expect(door.judging(150)).toBe(true);
     expect(door.judge(150, 2000)).toBeNaN();
     expect(door.judge(150, 300)).toBeGreaterThan(300);
-    expect(door.stats(151)).toEqual({ delayMs: 150, utilization: 1, shedding: true, shed: 1 });
+    expect(door.stats(151)).toEqual({ delayMs: 150, utilization: 1, shedding: true, shed: 1, inFlight: 100 });
   });
 
   it('answers a shed with a cheap 503: Retry-After, the delay and the budget in the message, no stack', () => {

@@ -98,4 +98,41 @@ describe('a spec object is validated once, and again whenever it changed', () =>
       'Task `late` lists `a` in `after`, but this call has no task `a`',
     );
   });
+
+  describe('a tasks object used again', () => {
+    it('reuses its definitions whole, frozen so that no call changes another', () => {
+      const spy = jest.spyOn(validate, 'rejectUnknown');
+      const tasks = { a: run, b: { run, timeoutMs: 5 }, c: { run, after: ['a'] } };
+      const first = parseTasks(tasks);
+      expect(parseTasks(tasks)).toBe(first);
+      expect(spy).toHaveBeenCalledTimes(2);
+      expect(Object.isFrozen(first)).toBe(true);
+      expect(first.every((def) => Object.isFrozen(def))).toBe(true);
+      expect(first[2]!.after).toEqual([0]);
+    });
+
+    it('sees a task replaced, added or removed, and a spec in it changed', () => {
+      const tasks: Record<string, unknown> = { a: run, b: { run, timeoutMs: 5 } };
+      const first = parseTasks(tasks);
+      const other = () => 2;
+      tasks.a = other;
+      expect(parseTasks(tasks)[0]!.run).toBe(other);
+      tasks.c = run;
+      expect(parseTasks(tasks).map((def) => def.name)).toEqual(['a', 'b', 'c']);
+      delete tasks.c;
+      expect(parseTasks(tasks)).toHaveLength(2);
+      (tasks.b as Record<string, unknown>).timeoutMs = 'soon';
+      expect(() => parseTasks(tasks)).toThrow('Task `b`: Expected `timeoutMs` to be an integer');
+      expect(first[1]!.timeoutMs).toBe(5);
+    });
+
+    it('sees an `after` naming a task that is gone', () => {
+      const tasks: Record<string, unknown> = { a: run, late: { run, after: ['a'] } };
+      parseTasks(tasks);
+      delete tasks.a;
+      expect(() => parseTasks(tasks)).toThrow(
+        'Task `late` lists `a` in `after`, but this call has no task `a`',
+      );
+    });
+  });
 });

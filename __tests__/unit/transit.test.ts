@@ -1,4 +1,4 @@
-import { MAX_AGE_MS, Transits, WINDOW, originOf } from '../../lib/transit';
+import { MAX_AGE_MS, REFRESH_MS, Transits, WINDOW, originOf } from '../../lib/transit';
 import { reportedWorkMs, WORK_HEADER } from '../../lib/work-time-header';
 
 const A = 'http://a.internal:8080';
@@ -33,11 +33,23 @@ describe('Transits (the learned transit per callee origin)', () => {
     transits.answered(A, 300, 0, 50);
     expect(transits.marginMs(A, 51)).toBe(300);
     for (let i = 51; i < 51 + 77; i++) transits.answered(A, 60 + (i % 5), 0, i);
-    // 128 transits now: one at 300, the rest at 60-64.
-    expect(transits.snapshot(200)[A]).toEqual({ marginMs: 64, samples: WINDOW });
-    transits.answered(A, 290, 0, 200);
+    // 128 transits now: one at 300, the rest at 60-64 (read after the refresh: lower ones lower it then).
+    expect(transits.snapshot(2000)[A]).toEqual({ marginMs: 64, samples: WINDOW });
+    transits.answered(A, 290, 0, 2000);
     // Two outliers among 128: the p99 is the second largest.
-    expect(transits.marginMs(A, 201)).toBe(290);
+    expect(transits.marginMs(A, 2001)).toBe(290);
+  });
+
+  it('a higher transit raises the margin at once, lower ones lower it at the next refresh (no sort per call)', () => {
+    const transits = new Transits();
+    transits.answered(A, 80, 0, 0);
+    transits.answered(A, 90, 0, 1);
+    expect(transits.marginMs(A, 2)).toBe(90);
+    transits.answered(A, 120, 0, 3);
+    expect(transits.marginMs(A, 4)).toBe(120);
+    for (let i = 0; i < WINDOW; i++) transits.answered(A, 40, 0, 5 + i);
+    expect(transits.snapshot(200)[A]).toEqual({ marginMs: 120, samples: WINDOW });
+    expect(transits.marginMs(A, 5 + REFRESH_MS)).toBe(40);
   });
 
   it('keeps the last 128 transits only: a hop that became faster is learned as such', () => {

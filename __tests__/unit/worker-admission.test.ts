@@ -153,7 +153,9 @@ describe('worker admission', () => {
     for (const outcome of outcomes.slice(4)) {
       expect(outcome).toBeInstanceOf(OverloadedError);
       expect((outcome as OverloadedError).status).toBe(503);
-      expect((outcome as OverloadedError).message).toMatch(/cannot finish in time/);
+      expect((outcome as OverloadedError).message).toMatch(
+        /left the queue: it cannot finish in time, \d+ ms expected wait for a thread, about 10 ms of work, 35 ms left/,
+      );
     }
     expect(pool.stats()).toMatchObject({ pending: 2, shed: 6 });
 
@@ -220,10 +222,31 @@ describe('worker admission', () => {
     expect(echo.outcome()).toBe('fulfilled');
     const error = doomed.outcome() as OverloadedError;
     expect(error).toBeInstanceOf(OverloadedError);
-    expect(error.message).toMatch(/only 15 ms left when its turn came, about 30 ms of work/);
+    expect(error.message).toMatch(/left the queue: only 15 ms left when its turn came, about 30 ms of work/);
     // It never reached a thread.
     expect(threads.calls.map((c) => c.method)).toEqual(['block', 'block', 'echo']);
     expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, shed: 1 });
+  });
+
+  it('sheds a waiting call that fell behind a slow call when that call ends, not at its deadline', async () => {
+    const pool = makePool();
+    Array.from({ length: 6 }, () => submit(pool, 1000));
+    for (let i = 0; i < 6; i++) await serve(10); // 10 ms a call, measured while calls waited
+    submit(pool, 1000); // runs at once
+    const next = submit(pool, 1000);
+    // Due in 40 ms behind two 10 ms calls: admitted.
+    const late = submit(pool, 40, 'block', 'late');
+    await flush();
+    expect(late.outcome()).toBe('pending');
+    // The running call takes 25 ms (the drain rate does not fall by a quarter): 15 ms left for a call that
+    // still waits for `next` (~10 ms) and needs ~11 ms. Shed now, not when `next` ends after its deadline.
+    await serve(25);
+    expect(next.outcome()).toBe('pending');
+    const error = late.outcome() as OverloadedError;
+    expect(error).toBeInstanceOf(OverloadedError);
+    expect(error.message).toMatch(/left the queue: it cannot finish in time, .* 15 ms left/);
+    await serve(10);
+    expect(next.outcome()).toBe('fulfilled');
   });
 
   it("judges a method by its own service time, not by other methods' (a quick one still starts late in the budget)", async () => {

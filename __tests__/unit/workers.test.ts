@@ -305,6 +305,22 @@ describe('WorkerPool', () => {
     await expect(pool.exec('add', [1, 2], { task: 'sum' })).resolves.toBe(3);
   });
 
+  it('says "did you mean" for a misspelt method, from the names the script registers, and keeps serving', async () => {
+    const pool = makePool({ maxWorkers: 1 });
+    for (const task of ['sum', 'again']) {
+      // The second time the names are known already.
+      const error = await rejection(pool.exec('adn', [1, 2], { task }));
+      expect(error).toBeInstanceOf(WorkerScriptError);
+      expect(error).toMatchObject({ status: 500, tasks: [task] });
+      expect((error as Error).message).toBe(
+        `Task \`${task}\` calls \`adn\`, which the worker script \`worker-methods.js\` does not register with ` +
+          'workerpool.worker({ ... }). Did you mean `add`?',
+      );
+    }
+    await expect(pool.exec('add', [1, 2], { task: 'sum' })).resolves.toBe(3);
+    expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, crashed: 0, terminated: 0 });
+  });
+
   it('rejects with a WorkerScriptError when no script is set', async () => {
     const resolved = resolveWorkerOptions(undefined);
     if (resolved === false) throw new Error('unreachable');

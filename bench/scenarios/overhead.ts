@@ -7,7 +7,7 @@
 import type { LoadResult } from '../harness/load';
 import { say } from '../harness/progress';
 import type { ServerNumbers } from '../harness/protocol';
-import type { ServerHandle } from '../harness/server-process';
+import { affinity, pin, type ServerHandle } from '../harness/server-process';
 import { check, fmt, skippedCell } from './format';
 import type { Plan } from './plan';
 import type { Environment, ScenarioResult, VariantRun } from './types';
@@ -51,12 +51,22 @@ export async function overheadScenario(plan: Plan, env: Environment): Promise<Sc
   }
   const servers = new Map<VariantRun, ServerHandle>();
   const rounds = new Map<VariantRun, Round[]>(runs.map((r) => [r, []]));
+  // Servers on CPU 0, the load generator (this process) on CPU 1, as issue 19 measured: the generator's own
+  // bursts then never take the server's core. Unpinned (and said so) where taskset is missing.
+  const ownCpus = affinity(process.pid);
+  const pinned = ownCpus !== undefined && pin(process.pid, '1');
+  if (!pinned) say('  overhead · taskset unavailable: servers and load generator not pinned');
   try {
     for (const run of runs) {
       const root = roots.get(run);
       if (!root && skipPackage(run, env)) continue;
       const server = await startVariant(run, {
-        node: { file: 'overhead', variant: run.id, ...(root ? { root } : {}) },
+        node: {
+          file: 'overhead',
+          variant: run.id,
+          ...(root ? { root } : {}),
+          ...(pinned ? { cpus: '0' } : {}),
+        },
       });
       if (!server) continue;
       servers.set(run, server);
@@ -82,6 +92,7 @@ export async function overheadScenario(plan: Plan, env: Environment): Promise<Sc
     }
   } finally {
     await Promise.all([...servers.values()].map((s) => s.stop()));
+    if (pinned) pin(process.pid, ownCpus);
   }
 
   const baseRounds = runs.find((r) => r.id === 'promise-all')!;
@@ -131,9 +142,10 @@ export async function overheadScenario(plan: Plan, env: Environment): Promise<Sc
       check(
         'overhead',
         r,
-        'req/s ≥ 0.90 × Promise.all (median of the paired round ratios)',
+        // Issue 19: the defaults (Server-Timing off, as in production) within 5 % of Promise.all.
+        `req/s ≥ ${r.id === 'fanout-all' ? '0.95' : '0.90'} × Promise.all (median of the paired round ratios)`,
         ratios.has(r) ? median(ratios.get(r)!) : undefined,
-        (v) => v >= 0.9,
+        (v) => v >= (r.id === 'fanout-all' ? 0.95 : 0.9),
         (v) =>
           `${fmt.ratio(v)} (rounds ${range(ratios.get(r))}; ${fmt.rps(r.load!.rps)} against ${fmt.rps(baseRounds.load?.rps)} req/s)` +
           (cpuRatios.has(r) ? `; from server CPU per request: ${fmt.ratio(median(cpuRatios.get(r)!))}` : ''),
@@ -143,7 +155,8 @@ export async function overheadScenario(plan: Plan, env: Environment): Promise<Sc
     id: 'overhead',
     title: 'Overhead',
     setup:
-      `Three zero-delay async tasks per request (\`async () => value\`), ${connections} connections. All variants' ` +
+      `Three zero-delay async tasks per request (\`async () => value\`), ${connections} connections; servers pinned to ` +
+      `CPU 0 and the load generator to CPU 1 where taskset works. All variants' ` +
       `servers run side by side; ${plan.overheadRounds} round(s) of ${plan.overheadDurationS} s per variant, taking turns ` +
       `in a rotating order. req/s is the median round; the ratio is the median of each round's req/s over Promise.all's in the same round.`,
     variants: runs,

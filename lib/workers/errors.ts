@@ -1,7 +1,7 @@
 import { basename, dirname, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { WorkerScriptError } from '../errors';
-import { didYouMean } from '../options';
+import { didYouMean } from '../validate';
 import { LOAD_FAILURE } from './bootstrap';
 
 const BUILTIN_ERRORS: Record<string, ErrorConstructor> = {

@@ -72,9 +72,16 @@ const DYING_SLOT_MS = TERMINATE_GRACE_MS * 3;
 
 /**
  * The drain rate may fall this far below the one the queue was last judged with before the queued calls are
- * judged again (see {@link WorkerPool.rejudge}).
+ * judged again (`WorkerPool`'s `#rejudge`).
  */
 const REJUDGE_FALL = 0.75;
+
+/**
+ * Up to this many waiting calls, the queue is judged again whenever a call ends (a few comparisons each): a call
+ * that fell behind because the threads slowed down (CPU contention makes service times vary) is shed while that
+ * is still fast, not cut at its deadline. A longer queue is judged only when the drain rate falls.
+ */
+const REJUDGE_ALWAYS_UP_TO = 32;
 
 /** Internal seams, for tests: the clock (performance ms) and how threads are started. */
 export interface WorkerPoolSeams {
@@ -139,9 +146,9 @@ class WorkerCall implements Job {
  * Admission is the IO queue's ({@link Admission}, with the middleware's `admission` settings): a call that
  * cannot finish by its deadline is shed at once (503), not left to wait for a 504. It reads the threads' drain
  * rate and each method's service time, measured from when a thread begins a call (a thread's start-up is not
- * service time). Before anything is measured only `maxQueueSize` bounds the queue; once the first call ends,
- * and whenever the drain rate falls by a quarter, the queued calls are judged again (a first burst queued
- * blind gets fast 503s for the calls that cannot make it, not 504s).
+ * service time). Before anything is measured only `maxQueueSize` bounds the queue. The queued calls are judged
+ * again when a call ends (see {@link REJUDGE_ALWAYS_UP_TO}): a first burst queued blind, or a call that fell
+ * behind a slow one, gets a fast 503 for what cannot make it, not a 504.
  */
 export class WorkerPool {
   readonly #options: ResolvedWorkerOptions;
@@ -169,6 +176,8 @@ export class WorkerPool {
   #closed = false;
   #closing: Promise<void> | null = null;
   #broken: WorkerScriptError | null = null;
+  /** The methods the script registers, asked once, the first time a call names one it lacks. */
+  #methods: Promise<readonly string[] | undefined> | null = null;
   /** Terminations of thread pools given up (broken script), awaited by `close()`. */
   readonly #ending: Promise<void>[] = [];
   #drainWaiters: (() => void)[] = [];
@@ -299,7 +308,7 @@ export class WorkerPool {
   }
 
   /**
-   * Ends a queued call that cannot finish before its deadline (admission dropped it, or {@link rejudge}):
+   * Ends a queued call that cannot finish before its deadline (admission dropped it, or `#rejudge`):
    * `OverloadedError`, 503, where waiting on would have been a 504.
    */
   shed(call: WorkerCall, detail: string): void {
@@ -308,7 +317,7 @@ export class WorkerPool {
     this.#scheduler.cancel(call.lane, call);
     this.#forgetLane(call.lane);
     this.#settle(call);
-    call.reject(new OverloadedError([call.options.task], `the worker call ${detail}`));
+    call.reject(new OverloadedError([call.options.task], `the worker call left the queue: ${detail}`));
   }
 
   /** Resolves once no call is queued or running (the threads stay up). */
@@ -459,33 +468,41 @@ export class WorkerPool {
       return;
     }
     this.#settle(call);
+    if (!ok && this.#threads && classify(valueOrError, call.method).kind === 'unknownMethod') {
+      // A method the script lacks: the error says "did you mean", from the names the script registers. The call
+      // keeps its slot meanwhile, so the thread that just answered is free for workerpool's `methods` call.
+      void this.#methodNames().then((names) => {
+        call.reject(this.#errors.unknownMethod(call.options.task, call.method, names));
+        this.#release(call);
+      });
+      return;
+    }
     // The outcome first: a broken script must drop the queued calls before the freed slot could start one.
     if (ok) call.resolve(valueOrError);
     else call.reject(this.#failure(valueOrError, call.options.task, call.method));
     // A failure may be fast (a thrown error) or cut short (a crash): only a result is a service-time sample.
     if (!ok) call.startedAt = Number.NaN;
     this.#release(call, true);
-    this.rejudge();
+    this.#rejudge();
   }
 
   /**
    * Judges every queued call again against the drain rate measured now: one whose expected wait (the calls
    * before it, at that rate) leaves less than its method's service time before its deadline is shed now, not
-   * cut as a timeout later. Only when the rate is first known or has fallen by a quarter since the last
-   * judgement (O(queued) each time): in between, admission at submission and at dequeue hold. The order is the
-   * submission order, close to the scheduler's (by request arrival); the estimate needs no more.
+   * cut as a timeout later. O(queued): after every call while the queue is short, else only when the rate is
+   * first known or has fallen by a quarter since the last judgement; in between, admission at submission and
+   * at dequeue hold. The order is the submission order, close to the scheduler's (by request arrival); the
+   * estimate needs no more.
    */
-  rejudge(): void {
+  #rejudge(): void {
     const admission = this.#admission;
     const scheduler = this.#scheduler;
     if (admission === null || scheduler.queued === 0) return;
     const rate = admission.drainPerMs(scheduler.limit);
     if (!(rate > 0)) return;
-    if (rate >= REJUDGE_FALL * this.#judgedRate) {
-      if (rate > this.#judgedRate) this.#judgedRate = rate;
-      return;
-    }
-    this.#judgedRate = rate;
+    const fell = !(rate >= REJUDGE_FALL * this.#judgedRate);
+    if (fell || rate > this.#judgedRate) this.#judgedRate = rate;
+    if (!fell && scheduler.queued > REJUDGE_ALWAYS_UP_TO) return;
     const now = this.#now();
     let ahead = 0;
     for (const call of [...this.#calls]) {
@@ -496,12 +513,31 @@ export class WorkerPool {
       if (!admission.canFinish(left - wait, call.method)) {
         this.shed(
           call,
-          `cannot finish in time: ${Math.round(wait)} ms expected wait for a thread, about ` +
+          `it cannot finish in time, ${Math.round(wait)} ms expected wait for a thread, about ` +
             `${Math.round(admission.serviceOf(call.method))} ms of work, ${Math.round(left)} ms left ` +
             `(${scheduler.running}/${scheduler.concurrency} threads busy, ${scheduler.queued}/${scheduler.maxQueue} queued)`,
         );
       } else ahead++;
     }
+  }
+
+  /** The script's method names (workerpool's built-in `methods`, less its own), or `undefined` if unknown. */
+  #methodNames(): Promise<readonly string[] | undefined> {
+    if (this.#methods) return this.#methods;
+    let asked: Promise<unknown>;
+    try {
+      asked = this.#threads!.run('methods', [], undefined).result;
+    } catch {
+      asked = Promise.resolve(undefined);
+    }
+    this.#methods = asked.then(
+      (names) =>
+        Array.isArray(names)
+          ? names.filter((n): n is string => typeof n === 'string' && n !== 'methods' && n !== 'run')
+          : undefined,
+      () => undefined,
+    );
+    return this.#methods;
   }
 
   /** Rejects every queued call with `error(task)`. */
