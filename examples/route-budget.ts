@@ -1,5 +1,6 @@
 // One route with its own budget: `budget(ms)` before the handler sets this request's budget, longer or shorter
 // than the middleware's `budgetMs`. A caller's shorter budget header still wins.
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { budget, fanout, gather } from 'express-fanout';
@@ -16,3 +17,12 @@ app.get(
   budget(50),
   gather({ db: { run: ({ signal }) => sleep(200, 'up', { signal }), fallback: 'unknown' } }),
 );
+
+// Run directly (`npx tsx <this file>`; PORT chooses the port, 0 any free one) it listens; imported, as the tests
+// import it, it does not.
+if (require.main === module) {
+  const server = app.listen(Number(process.env.PORT ?? 3000), () => {
+    const url = `http://localhost:${(server.address() as AddressInfo).port}`;
+    console.log(`Listening on ${url}\nTry: curl -i ${url}/report\n     curl -i ${url}/health`);
+  });
+}

@@ -315,6 +315,7 @@ export class Attempt implements Job {
     if (!this.holdsSlot) return;
     this.holdsSlot = false;
     this.graceTimer = clear(this.graceTimer);
+    this.task.runtime.graced.delete(this);
     this.task.runtime.scheduler.release(this.task.lane, this);
   }
 
@@ -322,12 +323,13 @@ export class Attempt implements Job {
     const { graceMs } = this.task.runtime.options;
     if (graceMs === 0) return this.writeOff();
     this.graceTimer = timerIn(graceMs, onGraceOver, this);
+    this.task.runtime.graced.add(this);
   }
 
   /** The aborted attempt ignored its signal for `graceMs`: stop waiting for it and free its slot. */
   writeOff(): void {
     if (!this.holdsSlot) return;
-    this.graceTimer = null;
+    // releaseSlot() clears the grace timer: spent when it called this, pending when close() did.
     this.task.runtime.abandon(this.task.name);
     this.releaseSlot();
   }

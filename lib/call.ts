@@ -109,10 +109,22 @@ export class Call implements TaskHost {
     const { scheduler, closed } = scope.runtime;
     if (closed || scope.over) return false;
     // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
-    // elsewhere. One entry per distinct bulkhead, found by a scan: a call names few dependencies.
+    // elsewhere. The common case, a call whose ready tasks fit, lists nothing.
+    let ready = 0;
+    let first: Bulkhead | undefined;
+    let mixed = false;
+    for (const task of this.tasks) {
+      if (task.pendingDeps !== 0) continue;
+      ready++;
+      if (first === undefined) first = task.bulkhead;
+      else if (task.bulkhead !== first) mixed = true;
+    }
+    if (first === undefined) return false;
+    const now = performance.now();
+    if (!mixed && ready <= scheduler.capacity(scope.lane, this.deadline, first, now)) return false;
+    // One entry per distinct bulkhead, found by a scan (a call names few dependencies); the required tasks.
     const groups: { bulkhead: Bulkhead; room: number; ready: number; required: number }[] = [];
     const required: TaskRun[] = [];
-    const now = performance.now();
     let fits = true;
     for (const task of this.tasks) {
       if (task.pendingDeps !== 0) continue;

@@ -326,15 +326,18 @@ export class Door {
   /**
    * Counts `res` in flight until it ends: its 'close' (which follows 'finish', and comes when the client goes),
    * or, for a pipelined request still waiting behind another (no socket yet, and no 'close' if the client
-   * leaves first), its socket's 'close'. Each decrements once.
+   * leaves first), its socket's 'close'. Each decrements once. A response already over is not counted.
    */
   track(req: IncomingMessage, res: ServerResponse, arrivedAt: number): void {
+    const socket = req.socket as Socket | null;
+    // An async middleware before this one may have let the response end or the client go: its 'close' has come
+    // and gone, and would never count it out.
+    if (res.writableEnded || res.destroyed || socket?.destroyed) return;
     this.entered(arrivedAt);
     if (res.socket !== null) {
       res.once('close', () => this.left(performance.now(), arrivedAt));
       return;
     }
-    const socket = req.socket as Socket | null;
     let done = false;
     const end = (): void => {
       if (done) return;

@@ -67,6 +67,8 @@ export class Runtime {
   nextLaneId = 0;
   private pool: WorkerPool | null = null;
   private closing: Promise<void> | null = null;
+  /** Attempts aborted while running that keep their slot until they settle or their grace ends (attempt.ts). */
+  readonly graced = new Set<{ writeOff(): void }>();
   readonly counters = {
     completed: 0,
     failed: 0,
@@ -294,17 +296,39 @@ export class Runtime {
     };
   }
 
+  /**
+   * A task that ignores its abort keeps its slot until its grace timer writes it off, and that timer belongs to
+   * the clock installed when it was set: one set under fake timers never fires once a test is back on real
+   * ones, and close() would wait forever. One timer of close()'s own, on today's clock, bounds them all: the
+   * first of the two to fire writes the attempt off (once).
+   */
+  private boundGraces(): NodeJS.Timeout | undefined {
+    if (this.graced.size === 0) return undefined;
+    const timer = setTimeout(() => {
+      for (const attempt of [...this.graced]) attempt.writeOff();
+    }, this.options.graceMs);
+    timer.unref();
+    return timer;
+  }
+
   /** Stop admitting, let what runs settle (bounded by budgets and graceMs), then end the worker threads. */
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.closed = true;
+    // The loop monitor at once, as the door's lease (middleware.ts): tasks still running take samples without
+    // the loop's share, and a monitor held until a drain that may never come (a test's fake clock, a stuck task)
+    // would keep ticking with a stale due time.
+    this.loop?.release();
+    const bound = this.boundGraces();
     // IO tasks first (one may still call a worker), then worker calls, which hold no IO slot.
     this.closing = this.scheduler
       .idle()
-      .then(() => this.pool?.drained())
+      .then(() => {
+        if (bound) clearTimeout(bound);
+        return this.pool?.drained();
+      })
       .then(() => {
         this.drained = true;
-        this.loop?.release();
         return this.pool?.close();
       });
     return this.closing;

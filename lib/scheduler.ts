@@ -174,12 +174,7 @@ export class Scheduler {
       return 'started';
     }
     const b = job.bulkhead ?? this.base;
-    if (
-      lane.running < this.perRequest &&
-      this.running < this.concurrency &&
-      b.running < b.limit &&
-      b.heap.length === 0
-    ) {
+    if (this.free(lane, b)) {
       this.take(lane, b);
       if (this.timed) this.stamp(job, job.submittedAt ?? this.now());
       job.start();
@@ -242,12 +237,7 @@ export class Scheduler {
   retake(lane: Lane, job: Job): void {
     this.away--;
     const b = job.bulkhead ?? this.base;
-    if (
-      lane.running < this.perRequest &&
-      this.running < this.concurrency &&
-      b.running < b.limit &&
-      b.heap.length === 0
-    ) {
+    if (this.free(lane, b)) {
       this.take(lane, b);
       job.start();
       return;
@@ -358,6 +348,19 @@ export class Scheduler {
   idle(): Promise<void> {
     if (this.running === 0 && this.queued === 0 && this.away === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * A slot of `b` is free for `lane` now without overtaking anyone: under the request's, the process's and the
+   * dependency's limits, with nobody of that dependency waiting.
+   */
+  private free(lane: Lane, b: Bulkhead): boolean {
+    return (
+      lane.running < this.perRequest &&
+      this.running < this.concurrency &&
+      b.running < b.limit &&
+      b.heap.length === 0
+    );
   }
 
   /** A slot of `b` goes to `lane`; a request that reaches `perRequest` leaves every heap. */

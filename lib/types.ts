@@ -744,9 +744,13 @@ export interface EventLoopStats {
 
 /** `stats().dependencies[name]`: one dependency's bulkhead. */
 export interface DependencyStats {
+  /** Its adaptive limit now: the calls it takes at once, inflated while the event loop holds replies up. */
   limit: number;
+  /** Its tasks holding a slot. */
   running: number;
+  /** Its tasks waiting for a slot (at most half of `maxQueue`). */
   queued: number;
+  /** Its tasks shed since the middleware was created (a whole call shed counts each of its tasks). */
   shed: number;
 }
 
@@ -779,11 +783,9 @@ export interface FanoutMiddleware {
   /**
    * Stop admitting tasks, wait for running ones to settle (bounded by their budgets and `graceMs`), end workers.
    *
-   * With fake timers (jest's, sinon's): the deadline and grace timers of a request are the clock's that was
-   * installed when they were set. Close the middleware while that fake clock still runs, and advance it past
-   * `graceMs` (`const closed = fo.close(); await jest.advanceTimersByTimeAsync(graceMs); await closed;`), then
-   * switch back to real timers. After `jest.useRealTimers()`, a task that ignored its abort signal is
-   * written off by a fake timer that no longer runs, so `close()` would wait for it until the test times out.
+   * A task that ignores its abort signal keeps its slot until `graceMs` after its abort; `close()` also bounds
+   * that on its own clock: such a task is written off at most `graceMs` after the call, even when its grace
+   * timer belonged to a fake clock that no longer runs (a test that called `jest.useRealTimers()` first).
    */
   close(): Promise<void>;
   stats(): FanoutStats;

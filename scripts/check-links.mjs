@@ -85,9 +85,17 @@ const problems = [];
 let checked = 0;
 for (const file of files) {
   const path = join(root, file);
-  prose(readFileSync(path, 'utf8')).forEach((line, i) => {
-    const code = line.replace(/`[^`]*`/g, (span) => (span.includes('](') ? '' : span));
+  // A link may wrap onto the next line: each line is read with the rest of its paragraph while a `[` is left
+  // open at its end, and only the links that start on the line itself count (the next lines have their turn).
+  const lines = prose(readFileSync(path, 'utf8'));
+  lines.forEach((line, i) => {
+    let text = line;
+    for (let j = i + 1; j < lines.length && lines[j].trim() !== '' && /\[[^\]]*$/.test(text); j++) {
+      text += ` ${lines[j]}`;
+    }
+    const code = text.replace(/`[^`]*`/g, (span) => (span.includes('](') ? ' '.repeat(span.length) : span));
     for (const match of code.matchAll(LINK)) {
+      if (match.index >= line.length) continue;
       const target = match[1];
       const repo = REPO_URL?.exec(target);
       let into;

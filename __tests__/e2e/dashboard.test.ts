@@ -13,6 +13,7 @@ import { createDemo, type Demo } from '../../demo-server/demo';
 interface PageElement {
   readonly dataset: Record<string, string | undefined>;
   readonly className: string;
+  readonly textContent: string | null;
   getBoundingClientRect(): { left: number; width: number };
   querySelector(selector: string): PageElement | null;
   querySelectorAll(selector: string): ArrayLike<PageElement> & Iterable<PageElement>;
@@ -186,13 +187,56 @@ async function startDemo(dataDir: string): Promise<Demo> {
     30_000,
   );
 
+  it("shows each dependency's bulkhead live (limit, running, queued, shed) and the door, after a request", async () => {
+    // /budget's slowApi is a dependency the demo's warm-up never calls: after this request the table has it.
+    const answered = page.waitForResponse((response) => response.url().endsWith('/budget'));
+    await page.click('button[data-path="/budget"]');
+    await answered;
+    // The table is the server's stats().dependencies (those only grow), once the next event has come.
+    const stats = (await (await fetch(`${demo.url}/stats`)).json()) as {
+      dependencies: Record<string, unknown>;
+    };
+    const names = Object.keys(stats.dependencies).sort();
+    await page.waitForFunction(
+      (expected) =>
+        [...document.querySelectorAll('#deps-body tr')]
+          .map((row) => row.dataset.dependency!)
+          .sort()
+          .join() === expected.join(),
+      names,
+      { timeout: 10_000 },
+    );
+    const rows = await page.evaluate(() =>
+      [...document.querySelectorAll('#deps-body tr')].map((row) => ({
+        name: row.dataset.dependency!,
+        cells: Object.fromEntries(
+          [...row.querySelectorAll('td[data-dep-stat]')].map((td) => [
+            td.dataset.depStat!,
+            td.textContent ?? '',
+          ]),
+        ),
+      })),
+    );
+    expect(rows.map((r) => r.name)).toEqual(expect.arrayContaining(['file', 'db', 'api', 'slowApi']));
+    for (const { cells } of rows) {
+      expect(Object.keys(cells)).toEqual(['limit', 'running', 'queued', 'shed']);
+      for (const value of Object.values(cells)) expect(value).toMatch(/^\d+$/);
+      expect(Number(cells.limit)).toBeGreaterThanOrEqual(1);
+    }
+    expect(await page.locator('dd[data-stat="door: shed"]').innerText()).toMatch(/^\d+$/);
+    expect(await page.locator('dd[data-stat="door: loop delay"]').innerText()).toMatch(/^[\d.]+ ms$/);
+    expect(await page.locator('dd[data-stat="worker shed"]').innerText()).toMatch(/^\d+$/);
+  }, 30_000);
+
   it('runs a burst of 500 requests and shows the sheds, the fallbacks and the event-loop delay; saves the screenshot', async () => {
     await page.click('#burst');
     await page.waitForSelector('[data-burst="loop"]', { timeout: 90_000 });
     const result = await page.locator('#burst-result').innerText();
     expect(result).toMatch(/^500 requests in [\d.]+ ms: /);
     expect(result).toMatch(/fallbacks: \d+/);
-    expect(result).toMatch(/tasks shed: \d+, timed out: \d+; worker calls shed: \d+/);
+    expect(result).toMatch(
+      /tasks shed: \d+, timed out: \d+; worker calls shed: \d+; requests shed at the door: \d+/,
+    );
     expect(result).toMatch(/event-loop delay, max: [\d.]+ ms/);
     const counted = [...result.matchAll(/(\d+) × (\d{3}|error)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
     expect(counted).toBe(500);

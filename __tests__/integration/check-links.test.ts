@@ -69,6 +69,15 @@ describe('the link check (scripts/check-links.mjs)', () => {
     expect(out).toContain('docs/new-guide.md: a guide starts with a paragraph that says what it covers');
   });
 
+  it('checks a link whose text wraps onto the next line', async () => {
+    append('docs/faq.md', '\nSee [the overload\nguide](overload.md#no-such-part) for more.\n');
+    const { code, out } = await check();
+    expect(code).toBe(1);
+    expect(out).toMatch(
+      /docs\/faq\.md:\d+: overload\.md#no-such-part: no heading #no-such-part in docs\/overload\.md/,
+    );
+  });
+
   it('reads no link inside a code block or a code span', async () => {
     append('docs/faq.md', '\n```md\n[in a block](nowhere.md)\n```\n\nAnd `[in a span](nowhere.md)`.\n');
     expect((await check()).code).toBe(0);

@@ -238,6 +238,7 @@ describe('each example, run as a program', () => {
   const programs: Array<{ file: string; status: number; env?: () => Record<string, string> }> = [
     { file: 'examples/quick-start.ts', status: 200 },
     { file: 'examples/gather.ts', status: 200 },
+    { file: 'examples/route-budget.ts', status: 200 },
     { file: 'examples/settle.ts', status: 200 },
     { file: 'examples/run.ts', status: 200 },
     { file: 'examples/typed-after.ts', status: 200 },

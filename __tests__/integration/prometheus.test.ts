@@ -131,6 +131,8 @@ describe('express-fanout/prometheus', () => {
     expect(value(samples, 'app_tasks_total', { task: 'x', outcome: 'shed' })).toBe(1);
     expect(value(samples, 'app_worker_threads', { state: 'busy' })).toBe(0);
     expect(value(samples, 'app_abandoned_total')).toBe(0);
+    // A fixed concurrency has no bulkheads: no dependency series.
+    expect(find(samples, 'app_dependency_limit')).toEqual([]);
     gate.resolve(1);
     await hold;
     samples = parse(await registry.metrics());
@@ -210,6 +212,106 @@ describe('express-fanout/prometheus', () => {
       ['http://a:1', 0.07],
       ['other', 0.2],
     ]);
+  });
+
+  it("shows each dependency's bulkhead (limit, running, queued, shed) with label `dependency`, read at scrape time", async () => {
+    const gate = deferred<number>();
+    const registry = new Registry();
+    const { http, fo } = await serve({}, (app) => {
+      app.get(
+        '/',
+        gather({
+          stock: { run: () => gate.promise, dependency: 'inventory' },
+          reserve: { run: () => gate.promise, dependency: 'inventory' },
+          user: () => 'u',
+        }),
+      );
+    });
+    const metrics = prometheus(fo, { registry });
+    onCleanup(() => metrics.remove());
+    expect(metrics.names).toEqual(
+      expect.arrayContaining([
+        'fanout_dependency_limit',
+        'fanout_dependency_running',
+        'fanout_dependency_queued',
+        'fanout_dependency_shed_total',
+      ]),
+    );
+    const pending = http.get('/').then((r) => r);
+    await waitFor(() => fo.stats().dependencies.inventory?.running === 2, 'both inventory tasks to run');
+    let samples = parse(await registry.metrics());
+    const { inventory } = fo.stats().dependencies;
+    expect(value(samples, 'fanout_dependency_running', { dependency: 'inventory' })).toBe(2);
+    expect(value(samples, 'fanout_dependency_queued', { dependency: 'inventory' })).toBe(0);
+    expect(value(samples, 'fanout_dependency_limit', { dependency: 'inventory' })).toBe(inventory!.limit);
+    expect(value(samples, 'fanout_dependency_shed_total', { dependency: 'inventory' })).toBe(0);
+    // `user` names no dependency: its task name is its bulkhead.
+    expect(value(samples, 'fanout_dependency_running', { dependency: 'user' })).toBe(0);
+    gate.resolve(1);
+    await pending;
+    samples = parse(await registry.metrics());
+    expect(value(samples, 'fanout_dependency_running', { dependency: 'inventory' })).toBe(0);
+    expect(
+      find(samples, 'fanout_dependency_limit')
+        .map((s) => s.labels.dependency)
+        .sort(),
+    ).toEqual(['inventory', 'user']);
+  });
+
+  it('caps the dependency label at maxNames: later dependencies and the core\'s "(other)" summed under "other"; shed counts only grow', async () => {
+    const { fo } = await serve({}, () => undefined);
+    const dep = (limit: number, running: number, queued: number, shed: number) => ({
+      limit,
+      running,
+      queued,
+      shed,
+    });
+    let dependencies: FanoutStats['dependencies'] = {
+      a: dep(8, 1, 0, 2),
+      b: dep(4, 2, 1, 0),
+      c: dep(6, 3, 2, 5),
+      '(other)': dep(10, 1, 1, 1),
+    };
+    const stub = { observe: fo.observe, stats: (): FanoutStats => ({ ...fo.stats(), dependencies }) };
+    const registry = new Registry();
+    const metrics = prometheus(stub, { registry, maxNames: 2 });
+    onCleanup(() => metrics.remove());
+    let samples = parse(await registry.metrics());
+    const row = (name: string) =>
+      Object.fromEntries(find(samples, name).map((s) => [s.labels.dependency, s.value]));
+    expect(row('fanout_dependency_limit')).toEqual({ a: 8, b: 4, other: 16 });
+    expect(row('fanout_dependency_running')).toEqual({ a: 1, b: 2, other: 4 });
+    expect(row('fanout_dependency_queued')).toEqual({ a: 0, b: 1, other: 3 });
+    expect(row('fanout_dependency_shed_total')).toEqual({ a: 2, b: 0, other: 6 });
+    // A later scrape: the labels given stay with their dependencies, whatever order stats() lists them in.
+    dependencies = {
+      c: dep(6, 0, 0, 9),
+      b: dep(5, 0, 0, 3),
+      a: dep(8, 0, 0, 2),
+      '(other)': dep(10, 0, 0, 1),
+    };
+    samples = parse(await registry.metrics());
+    expect(row('fanout_dependency_limit')).toEqual({ a: 8, b: 5, other: 16 });
+    expect(row('fanout_dependency_shed_total')).toEqual({ a: 2, b: 3, other: 10 });
+    // The cap holds: three series, however many dependencies come.
+    expect(find(samples, 'fanout_dependency_limit')).toHaveLength(3);
+  });
+
+  it('cuts a dependency name to 64 characters in its label, as a task name', async () => {
+    const { fo } = await serve({}, () => undefined);
+    const long = 'd'.repeat(70);
+    const stub = {
+      observe: fo.observe,
+      stats: (): FanoutStats => ({
+        ...fo.stats(),
+        dependencies: { [long]: { limit: 3, running: 1, queued: 0, shed: 0 } },
+      }),
+    };
+    const registry = new Registry();
+    const metrics = prometheus(stub, { registry });
+    onCleanup(() => metrics.remove());
+    const samples = find(parse(await registry.metrics()), 'fanout_dependency_limit');
+    expect(samples.map((s) => [s.labels.dependency, s.value])).toEqual([['d'.repeat(64), 3]]);
   });
 
   it('refuses bad options with a TypeError naming them', async () => {

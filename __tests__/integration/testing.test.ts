@@ -1,8 +1,8 @@
 import supertest from 'supertest';
 import { fanout, gather, parseServerTiming } from 'express-fanout';
-import { delay, never } from './helpers/async';
+import { delay, never, within } from './helpers/async';
 import { expressVersions } from './helpers/express-versions';
-import { useHarness } from './helpers/harness';
+import { timed, useHarness } from './helpers/harness';
 
 describe.each(expressVersions)('testing one’s own routes (%s)', (_version, express) => {
   const { serve } = useHarness(express);
@@ -54,5 +54,31 @@ describe.each(expressVersions)('close() and fake timers (%s)', (_version, expres
     } finally {
       jest.useRealTimers();
     }
+  });
+
+  it('close() after useRealTimers() does not hang on a grace timer the fake clock made (it waited for jest’s timeout)', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+    let fo: ReturnType<typeof fanout>;
+    try {
+      fo = fanout({ budgetMs: 1000, graceMs: 100 });
+      const app = express();
+      app.use(fo);
+      app.get('/', gather({ slow: { run: never, fallback: 'cached' } }));
+      let res: supertest.Response | undefined;
+      const response = supertest(app)
+        .get('/')
+        .then((r) => (res = r));
+      while (res === undefined) await jest.advanceTimersByTimeAsync(100);
+      await response;
+      expect(res.body).toEqual({ slow: 'cached' });
+      expect(fo.stats().running).toBe(1);
+    } finally {
+      jest.useRealTimers();
+    }
+    // close() bounds the grace on the clock of its own call: graceMs of real time at most.
+    const { ms } = await timed(within(fo.close(), 2000, 'close() after useRealTimers()'));
+    expect(fo.stats()).toMatchObject({ running: 0, abandoned: 1 });
+    expect(ms).toBeGreaterThanOrEqual(90);
+    expect(ms).toBeLessThan(1500);
   });
 });

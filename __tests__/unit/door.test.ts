@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DOOR_DEFAULTS, Door, resolveDoor } from '../../lib/door';
 import { OverloadedError } from '../../lib/errors';
+import { fanout } from '../../lib/index';
 import { ManualLoopMonitor } from '../../lib/loop-monitor';
 
 /** What one simulated run gives. */
@@ -360,6 +361,18 @@ describe('the eventLoop option', () => {
       'Expected `eventLoop.utilization` to be a number from 0 to 1, got `1.5` (number)',
     );
     expect(() => resolveDoor({ utilization: Number.NaN })).toThrow(/`eventLoop.utilization`/);
+  });
+
+  it('is validated by fanout() at factory time, with the option named', () => {
+    expect(() => fanout({ eventLoop: 'off' as never })).toThrow(
+      'Expected `eventLoop` to be an object or `false`, got `off` (string)',
+    );
+    expect(() => fanout({ eventLoop: { utilisation: 0.5 } as never })).toThrow(
+      'Unknown option `eventLoop.utilisation`. Did you mean `eventLoop.utilization`?',
+    );
+    expect(() => fanout({ eventLop: false } as never)).toThrow('Did you mean `eventLoop`?');
+    const fo = fanout({ eventLoop: false });
+    void fo.close();
   });
 
   it('suggests the knob meant when one is misspelt', () => {

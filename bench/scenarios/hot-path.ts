@@ -1,4 +1,4 @@
-// Scenario 12, the hot path without HTTP: the package's own CPU and bytes a request against a bare Promise.all, at
+// Scenario 8, the hot path without HTTP: the package's own CPU and bytes a request against a bare Promise.all, at
 // three tasks (functions, spec objects, Server-Timing on) and as the tasks a request grow from 1 to 1000. It runs
 // bench/micro/run.ts in a process of its own on the built dist/, and turns its JSON into two result sections.
 import { fork } from 'node:child_process';

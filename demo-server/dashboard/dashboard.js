@@ -130,15 +130,53 @@ function showStats(stats) {
     'loop delay p99': fmt(stats.eventLoopDelayMs.p99),
     'loop delay max': fmt(stats.eventLoopDelayMs.max),
   };
+  // The door (`eventLoop` option): the loop's queueing delay it judges by, and the requests it turned away
+  // (503 before any task was built), counted apart from the tasks shed from the queues above.
+  if (stats.eventLoop) {
+    shown['door: loop delay'] = fmt(stats.eventLoop.delayMs);
+    shown['door: in flight'] = stats.eventLoop.inFlight;
+    shown['door: shed'] = stats.eventLoop.shed;
+    shown['door: shedding'] = stats.eventLoop.shedding ? 'yes' : 'no';
+  }
   statsList.replaceChildren(
     ...Object.entries(shown).flatMap(([k, v]) => [
       el('dt', { text: k }),
       el('dd', { text: String(v), 'data-stat': k }),
     ]),
   );
+  drawDependencies(stats.dependencies || {});
   loopPoints.push(stats.eventLoopDelayMs.max);
   if (loopPoints.length > LOOP_POINTS) loopPoints.shift();
   drawLoop();
+}
+
+/**
+ * One row per dependency's bulkhead: its limit, tasks running and queued (a bar: running solid, queued hatched,
+ * on the scale of its limit) and its tasks shed since the start.
+ */
+function drawDependencies(dependencies) {
+  const names = Object.keys(dependencies);
+  const body = document.getElementById('deps-body');
+  document.getElementById('deps-empty').hidden = names.length > 0;
+  body.replaceChildren(
+    ...names.map((name) => {
+      const { limit, running, queued, shed } = dependencies[name];
+      const scale = Math.max(limit, running + queued, 1);
+      const bar = el('div', { class: 'dep-bar' }, [
+        el('div', { class: 'run', style: { width: `${(running / scale) * 100}%` } }),
+        el('div', { class: 'queue', style: { width: `${(queued / scale) * 100}%` } }),
+      ]);
+      const cell = (key, value) => el('td', { 'data-dep-stat': key, text: String(value) });
+      return el('tr', { 'data-dependency': name, class: shed > 0 ? 'shed' : '' }, [
+        el('th', { text: name, title: name }),
+        cell('limit', limit),
+        cell('running', running),
+        cell('queued', queued),
+        cell('shed', shed),
+        el('td', {}, [bar]),
+      ]);
+    }),
+  );
 }
 
 function drawLoop() {
@@ -182,7 +220,8 @@ async function burst() {
       'data-burst': 'shed',
       text:
         `tasks shed: ${delta((s) => s.shed)}, timed out: ${delta((s) => s.timedOut)}; ` +
-        `worker calls shed: ${delta((s) => s.workers.shed)}`,
+        `worker calls shed: ${delta((s) => s.workers.shed)}; ` +
+        `requests shed at the door: ${delta((s) => (s.eventLoop ? s.eventLoop.shed : 0))}`,
     }),
     el('div', { 'data-burst': 'loop', text: `event-loop delay, max: ${fmt(peak)}` }),
   );

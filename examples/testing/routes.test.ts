@@ -100,8 +100,13 @@ describe('fake timers and close()', () => {
     // Fake the clock, not the event loop: sockets and promises still need nextTick and setImmediate.
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
     try {
-      // A recommendations service that never answers and ignores its signal.
-      const deps = { ...fakes(), recommendations: () => new Promise<string[]>(() => undefined) };
+      // Under a fake clock, fakes answer at once (a real 5 ms timer could lose the race against the fake deadline);
+      // the recommendations service never answers and ignores its signal.
+      const deps: Dependencies = {
+        profile: async (id) => ({ id, name: 'Ada' }),
+        recommendations: () => new Promise<string[]>(() => undefined),
+        report: async () => ({ rows: 3 }),
+      };
       const { app, fo } = createApp(deps, { graceMs: 1000 });
       let res: request.Response | undefined;
       const answered = request(app)
@@ -109,9 +114,12 @@ describe('fake timers and close()', () => {
         .then((r) => (res = r));
       while (res === undefined) await jest.advanceTimersByTimeAsync(50); // 500 fake ms
       await answered;
-      expect(res.body.recommendations).toEqual([]);
+      expect({ status: res.status, body: res.body }).toEqual({
+        status: 200,
+        body: expect.objectContaining({ recommendations: [] }),
+      });
       // The task ignored its abort, so it keeps its slot for graceMs, on a timer of the fake clock: close()
-      // resolves only once that clock passes graceMs. Closing after useRealTimers() would wait forever.
+      // resolves once that clock passes graceMs. Closed after useRealTimers(), it would wait graceMs of real time.
       expect(fo.stats().running).toBe(1);
       const closed = fo.close();
       await jest.advanceTimersByTimeAsync(1000);

@@ -1,7 +1,7 @@
 // `express-fanout/prometheus`: a middleware's tasks as Prometheus metrics, through `prom-client` (an optional
 // peer dependency, loaded by the first call of `prometheus()`, never by importing the package).
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { FanoutMiddleware, TaskEvent } from '../types';
+import type { DependencyStats, FanoutMiddleware, TaskEvent } from '../types';
 import { outcomeOf } from './outcome';
 
 export type { Outcome } from './outcome';
@@ -19,7 +19,8 @@ export interface PrometheusOptions {
   prefix?: string;
   /**
    * Task names kept as label values at most; later names are counted under `task="other"`. Task names are
-   * code, but `req.fanout.run(fn, name)` may be given anything: the cap keeps the series bounded.
+   * code, but `req.fanout.run(fn, name)` may be given anything: the cap keeps the series bounded. The same cap
+   * applies, separately, to the `dependency` label of the `fanout_dependency_*` metrics (`dependency="other"`).
    * @default 100
    */
   maxNames?: number;
@@ -46,6 +47,11 @@ export interface PrometheusMetrics {
 export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** The label value standing for every task name past `maxNames`. */
 export const OTHER = 'other';
+/**
+ * The name `stats().dependencies` gives the bulkhead past its 256 dependencies (lib/scheduler.ts's
+ * OVERFLOW_DEPENDENCY, kept as a literal so this entry point does not pull in the scheduler).
+ */
+const OVERFLOW_DEPENDENCY = '(other)';
 /** Characters of a task name kept in a label value. */
 const MAX_LABEL = 64;
 
@@ -60,6 +66,10 @@ type PromClient = typeof import('prom-client');
  *   counters, read from `fo.stats()` at scrape time;
  * - `fanout_running`, `fanout_queued`, `fanout_concurrency_limit`, `fanout_worker_threads{state="busy"|"idle"}`,
  *   `fanout_worker_queued` gauges, read from `fo.stats()` at scrape time;
+ * - `fanout_dependency_limit`, `fanout_dependency_running`, `fanout_dependency_queued` gauges and
+ *   `fanout_dependency_shed_total` counter, label `dependency`: each bulkhead of `fo.stats().dependencies`
+ *   (adaptive `concurrency` only), read at scrape time; dependencies past `maxNames` (and the core's own
+ *   `'(other)'`) are summed under `dependency="other"`;
  * - `fanout_transit_margin_seconds{origin}` gauge: the learned part of the propagation margin for calls to
  *   each callee origin through `ctx.fetch()` (`fo.stats().transit`), read at scrape time.
  * ```ts
@@ -171,6 +181,65 @@ export function prometheus(
           const { busy, idle } = fo.stats().workers;
           this.set({ state: 'busy' }, busy);
           this.set({ state: 'idle' }, idle);
+        },
+      }),
+    );
+    // Per-dependency bulkheads, read at scrape time (nothing per task). A dependency keeps the label it got
+    // first; those past the cap, and the core's own overflow bulkhead, are summed under `other`. Dependencies
+    // never leave `stats().dependencies`, so the labels, once given, stay.
+    const dependencies = new Set<string>();
+    const dependencyLabel = (name: string): string => {
+      if (name === OVERFLOW_DEPENDENCY) return OTHER;
+      const value = name.length > MAX_LABEL ? name.slice(0, MAX_LABEL) : name;
+      if (dependencies.has(value)) return value;
+      if (dependencies.size >= maxNames) return OTHER;
+      dependencies.add(value);
+      return value;
+    };
+    const perDependency = (read: (d: DependencyStats) => number): Map<string, number> => {
+      const sums = new Map<string, number>();
+      for (const [name, d] of Object.entries(fo.stats().dependencies ?? {})) {
+        const key = dependencyLabel(name);
+        sums.set(key, (sums.get(key) ?? 0) + read(d));
+      }
+      return sums;
+    };
+    const dependencyGauge = (name: string, help: string, read: (d: DependencyStats) => number): void => {
+      add(
+        new client.Gauge({
+          name: n(name),
+          help,
+          labelNames: ['dependency'],
+          registers,
+          collect() {
+            for (const [dependency, sum] of perDependency(read)) this.set({ dependency }, sum);
+          },
+        }),
+      );
+    };
+    dependencyGauge(
+      'dependency_limit',
+      'The adaptive limit of each dependency\'s bulkhead now (summed under "other")',
+      (d) => d.limit,
+    );
+    dependencyGauge('dependency_running', 'Tasks of each dependency holding a slot now', (d) => d.running);
+    dependencyGauge('dependency_queued', 'Tasks of each dependency waiting for a slot now', (d) => d.queued);
+    // As `shed_total`: stats() counts since creation; the counter grows by the increase since the last scrape.
+    const lastShed = new Map<string, number>();
+    add(
+      new client.Counter({
+        name: n('dependency_shed_total'),
+        help: "Tasks shed by each dependency's bulkhead (a whole call shed counts each of its tasks)",
+        labelNames: ['dependency'],
+        registers,
+        collect() {
+          const sums = perDependency((d) => d.shed);
+          for (const [dependency, now] of sums) {
+            const last = lastShed.get(dependency) ?? 0;
+            // inc by 0 too: a dependency with nothing shed yet shows at 0, like the gauges beside it.
+            this.inc({ dependency }, now > last ? now - last : 0);
+            lastShed.set(dependency, now);
+          }
         },
       }),
     );
