@@ -19,7 +19,10 @@ serve(
     const { fanout } = await loadPackage();
     fo = fanout({
       budgetMs: workersOverload.budgetMs,
-      workers: { script: join(__dirname, 'cpu-worker.js'), ...WORKERS_OPTIONS[variant] },
+      // The script is plain JS: without `execArgv: []` each thread would inherit the server's `--require tsx/cjs`
+      // and load tsx, which on a crowded core makes a thread that replaces a terminated one (a call past its
+      // deadline) start so slowly that the next call misses its deadline too.
+      workers: { script: join(__dirname, 'cpu-worker.js'), execArgv: [], ...WORKERS_OPTIONS[variant] },
     } as FanoutOptions);
     trackStats(fo);
     app.use(fo);
