@@ -283,9 +283,16 @@ describe('the demo server', () => {
           busy: expect.any(Number),
           idle: expect.any(Number),
           pending: 0,
+          shed: 0,
           terminated: expect.any(Number),
           crashed: 0,
         },
+        // Every IO dependency of the demo has a bulkhead of its own; worker methods have none.
+        dependencies: expect.objectContaining({
+          file: expect.objectContaining({ running: 0, queued: 0 }),
+          api: expect.objectContaining({ running: 0, queued: 0 }),
+        }),
+        eventLoop: expect.objectContaining({ shed: 0 }),
         eventLoopDelayMs: {
           p50: expect.any(Number),
           p99: expect.any(Number),
@@ -295,6 +302,7 @@ describe('the demo server', () => {
       }),
     );
     expect(body.completed).toBeGreaterThan(0);
+    expect(Object.keys(body.dependencies)).not.toContain('regionReport');
     expect(body.workers.busy + body.workers.idle).toBe(2);
     const { p50, p99, max } = body.eventLoopDelayMs;
     expect(0 <= p50 && p50 <= p99 && p99 <= max).toBe(true);
