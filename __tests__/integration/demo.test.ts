@@ -34,6 +34,7 @@ interface Stats {
   queued: number;
   completed: number;
   workers: { busy: number; idle: number; pending: number; shed: number; terminated: number; crashed: number };
+  dependencies: Record<string, { limit: number; running: number; queued: number; shed: number }>;
   eventLoopDelayMs: { p50: number; p99: number; max: number; windowMs: number };
 }
 
