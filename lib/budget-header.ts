@@ -9,3 +9,25 @@ export function parseBudgetHeader(value: string | string[] | undefined): number 
   if (typeof value !== 'string' || !POSITIVE_INTEGER.test(value)) return undefined;
   return Number(value);
 }
+
+/** What {@link requestBudget} reads of the middleware's options. */
+export interface BudgetSettings {
+  budgetMs: number;
+  maxBudgetMs: number;
+  budgetHeader: string | false;
+}
+
+/**
+ * A request's budget, ms: the route's `budget(ms)` if it set one, else `budgetMs`; a valid budget header replaces
+ * it, bounded by `maxBudgetMs` (what a client may ask for over the server's default) or, on a route with its own
+ * budget, by that budget (the server's choice, which the client can only shorten).
+ */
+export function requestBudget(
+  headers: Record<string, string | string[] | undefined>,
+  settings: BudgetSettings,
+  routeMs?: number,
+): number {
+  const asked = settings.budgetHeader ? parseBudgetHeader(headers[settings.budgetHeader]) : undefined;
+  if (routeMs !== undefined) return asked === undefined ? routeMs : Math.min(asked, routeMs);
+  return asked === undefined ? settings.budgetMs : Math.min(asked, settings.maxBudgetMs);
+}

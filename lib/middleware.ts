@@ -1,10 +1,10 @@
 import { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { NextFunction, Request, Response } from 'express';
-import { parseBudgetHeader } from './budget-header';
+import { requestBudget } from './budget-header';
 import { Door } from './door';
 import { acquireLoopMonitor } from './loop-monitor';
-import { resolveOptions, type ResolvedOptions } from './options';
+import { resolveOptions } from './options';
 import { Runtime } from './runtime';
 import { Scope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
@@ -30,7 +30,7 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   const runtime = new Runtime(resolved);
   const loop = resolved.eventLoop ? acquireLoopMonitor() : null;
   const door = loop && resolved.eventLoop ? new Door(resolved.eventLoop, loop, performance.now()) : null;
-  const budgetOf = (req: IncomingMessage): number => requestBudget(req, resolved);
+  const budgetOf = (req: IncomingMessage): number => requestBudget(req.headers, resolved);
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
@@ -105,11 +105,6 @@ function explainMissingFanout(): void {
 }
 
 /** A request's budget as its scope will find it (scope.ts): the default, or the budget header's, capped. */
-function requestBudget(req: IncomingMessage, options: ResolvedOptions): number {
-  const asked = options.budgetHeader ? parseBudgetHeader(req.headers[options.budgetHeader]) : undefined;
-  return asked === undefined ? options.budgetMs : Math.min(asked, options.maxBudgetMs);
-}
-
 function looksLikeRequest(value: unknown): boolean {
   return (
     typeof value === 'object' &&

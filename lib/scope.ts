@@ -3,7 +3,7 @@ import createDebug from 'debug';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import onHeaders from 'on-headers';
-import { parseBudgetHeader } from './budget-header';
+import { requestBudget } from './budget-header';
 import { Call, round, type CallHost, type Mode } from './call';
 import { clear, epochOf, remaining, timerAt } from './deadline';
 import { BudgetExceededError, ClientClosedError, FanoutError, list, quietly } from './errors';
@@ -247,16 +247,7 @@ export class Scope implements Fanout, CallHost {
    * shortened by the client's header, never past an outer instance's deadline.
    */
   private armDeadline(): void {
-    const { options } = this.runtime;
-    const route = this.routeBudgetMs;
-    let budget = route ?? options.budgetMs;
-    if (options.budgetHeader) {
-      const asked = parseBudgetHeader(this.req.headers[options.budgetHeader]);
-      // `maxBudgetMs` bounds what a client may ask for over the server's default; a route's own budget is the
-      // server's choice, which the client's header can only shorten.
-      if (asked !== undefined)
-        budget = route === undefined ? Math.min(asked, options.maxBudgetMs) : Math.min(asked, route);
-    }
+    const budget = requestBudget(this.req.headers, this.runtime.options, this.routeBudgetMs);
     this.budgetMs = budget;
     this.deadlineAt = this.arrival + budget;
     if (this.outer) {
