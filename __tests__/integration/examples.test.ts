@@ -159,14 +159,11 @@ describe('the examples that show a claim', () => {
 
   it('tail: after 40 requests the retries, hedges and single-flight have fired; a tight budget skips ads', async () => {
     const statuses: number[] = [];
-    // At least 40 requests; more (up to 160) until a hedge has won: whether a hedge beats its slow first attempt
-    // depends on the machine's timing (one clean-clone CI run saw hedges fire and none win in 40).
-    for (let batch = 0; batch < 40 && (batch < 10 || tail.fo.stats().hedgeWins === 0); batch++) {
+    for (let batch = 0; batch < 10; batch++) {
       const answers = await Promise.all([1, 2, 3, 4].map(() => supertest(tail.app).get('/users/1')));
       statuses.push(...answers.map((answer) => answer.status));
     }
-    expect(statuses.length).toBeGreaterThanOrEqual(40);
-    expect(statuses).toEqual(Array(statuses.length).fill(200));
+    expect(statuses).toEqual(Array(40).fill(200));
     const stats = (await supertest(tail.app).get('/stats')).body;
     expect(stats.retries).toBeGreaterThan(0); // every fifth profile call fails, and is retried
     expect(stats.hedges).toBeGreaterThan(0); // every tenth recommendations call is slow, past the p95 of the rest
