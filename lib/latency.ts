@@ -95,8 +95,9 @@ export class LatencyWindow {
 
 /**
  * The recent distribution of one kind of sample (a task name's latency): the last `size` samples in a ring and
- * their quantiles (nearest rank). The ring is sorted again only once an eighth of it was replaced, so a read
- * costs O(1) most of the time and a sort of `size` numbers now and then.
+ * their quantiles (nearest rank). The ring is sorted again only once an eighth of its samples are new, so a read
+ * costs O(1) most of the time and a sort of `size` numbers now and then; in between, a read answers from the
+ * samples of the last sort.
  */
 export class PercentileWindow {
   /** Samples held, at most `size`. */
@@ -122,11 +123,13 @@ export class PercentileWindow {
   quantile(q: number): number {
     const n = this.count;
     if (n === 0) return Number.NaN;
-    if (this.sorted === null || this.fresh * 8 >= n) {
-      this.sorted = this.ring.slice(0, n).sort();
+    let sorted = this.sorted;
+    if (sorted === null || this.fresh * 8 >= n) {
+      sorted = this.sorted = this.ring.slice(0, n).sort();
       this.fresh = 0;
     }
-    const rank = Math.min(n, Math.max(1, Math.ceil(q * n)));
-    return this.sorted[rank - 1]!;
+    // The rank within the sorted copy, which may hold fewer samples than the ring does by now (while it fills).
+    const m = sorted.length;
+    return sorted[Math.min(m, Math.max(1, Math.ceil(q * m))) - 1]!;
   }
 }

@@ -67,6 +67,21 @@ describe('PercentileWindow (per-name latency), on given samples', () => {
     expect(window.quantile(0.5)).toBe(200);
   });
 
+  it('answers a number between two sorts while the window fills (was undefined: no hedge, no skip)', () => {
+    const window = new PercentileWindow(128);
+    for (let i = 1; i <= 20; i++) window.add(i);
+    expect(window.quantile(0.95)).toBe(19);
+    // Two more samples: fewer than an eighth are new, so no sort; the rank must come from the 20 sorted ones.
+    window.add(100);
+    window.add(100);
+    for (const q of [0.5, 0.95, 0.99, 1]) expect(Number.isFinite(window.quantile(q))).toBe(true);
+    expect(window.quantile(0.95)).toBe(19);
+    expect(window.quantile(1)).toBe(20);
+    // Once enough are new, it sorts again and sees them.
+    window.add(100);
+    expect(window.quantile(1)).toBe(100);
+  });
+
   it('sees a 5 % tail at p99 but not at p90', () => {
     const window = new PercentileWindow(100);
     for (let i = 0; i < 100; i++) window.add(i % 20 === 0 ? 2000 : 20);
