@@ -18,16 +18,16 @@ export interface BudgetSettings {
 }
 
 /**
- * A request's budget, ms: the route's `budget(ms)` if it set one, else `budgetMs`; a valid budget header replaces
+ * A request's budget, ms, from the value of its budget header (read once, by the middleware): the route's `budget(ms)` if it set one, else `budgetMs`; a valid budget header replaces
  * it, bounded by `maxBudgetMs` (what a client may ask for over the server's default) or, on a route with its own
  * budget, by that budget (the server's choice, which the client can only shorten).
  */
 export function requestBudget(
-  headers: Record<string, string | string[] | undefined>,
+  header: string | string[] | undefined,
   settings: BudgetSettings,
   routeMs?: number,
 ): number {
-  const asked = settings.budgetHeader ? parseBudgetHeader(headers[settings.budgetHeader]) : undefined;
+  const asked = settings.budgetHeader ? parseBudgetHeader(header) : undefined;
   if (routeMs !== undefined) return asked === undefined ? routeMs : Math.min(asked, routeMs);
   return asked === undefined ? settings.budgetMs : Math.min(asked, settings.maxBudgetMs);
 }

@@ -97,6 +97,11 @@ export class Bulkhead {
   readonly heap: Queue[] = [];
   /** Its index in the scheduler's list of bulkheads with a non-empty heap; -1 when not there. */
   activeIndex = -1;
+  /**
+   * One `all()` call's tally here while the call is admitted as a whole (call.ts): marked with the call's turn,
+   * so that finding a task's dependency costs O(1) however many dependencies the call names.
+   */
+  readonly tally = { turn: 0, room: 0, ready: 0, required: 0, skip: 0 };
 
   constructor(
     readonly name: string,

@@ -30,6 +30,9 @@ export interface CallHost extends RequestHost {
 
 export type Mode = 'all' | 'settle';
 
+/** The turn of the last call admitted as a whole: it marks the bulkheads' tallies (see `Call.admitWhole`). */
+let admissionTurn = 0;
+
 /**
  * One `all()`, `settle()` or `run()` call: its tasks, their `after` wiring, its deadline and how it ends.
  * In `all` mode the first required failure aborts the siblings and rejects the call; in `settle` mode every
@@ -108,76 +111,90 @@ export class Call implements TaskHost {
     const scope = this.scope;
     const { scheduler, closed } = scope.runtime;
     if (closed || scope.over) return false;
-    // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
-    // elsewhere. The common case, a call whose ready tasks fit, lists nothing.
+    const tasks = this.tasks;
+    const lane = scope.lane;
+    // A task that only calls a worker needs no IO slot: the worker pool admits it.
     let ready = 0;
-    let first: Bulkhead | undefined;
-    let mixed = false;
-    for (const task of this.tasks) {
-      // A task that only calls a worker needs no IO slot: the worker pool admits it.
+    for (const task of tasks) if (task.pendingDeps === 0 && !task.slotless) ready++;
+    if (ready === 0) return false;
+    // The common case: in every dependency of a ready task nobody waits and there are slots for all of the
+    // call's ready tasks. Nothing to decide, nothing listed.
+    let startable = true;
+    for (const task of tasks) {
       if (task.pendingDeps !== 0 || task.slotless) continue;
-      ready++;
-      if (first === undefined) first = task.bulkhead;
-      else if (task.bulkhead !== first) mixed = true;
+      if (scheduler.startable(lane, task.bulkhead) < ready) {
+        startable = false;
+        break;
+      }
     }
-    if (first === undefined) return false;
+    if (startable) return false;
+    // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
+    // elsewhere. Each bulkhead's tally is marked with this turn, so a call of many dependencies stays O(tasks).
+    const turn = ++admissionTurn;
     const now = performance.now();
-    if (!mixed && ready <= scheduler.capacity(scope.lane, this.deadline, first, now)) return false;
-    // One entry per distinct bulkhead, found by a scan (a call names few dependencies); the required tasks.
-    const groups: { bulkhead: Bulkhead; room: number; ready: number; required: number }[] = [];
-    const required: TaskRun[] = [];
+    const groups: Bulkhead[] = [];
     let fits = true;
-    for (const task of this.tasks) {
+    let required = 0;
+    for (const task of tasks) {
       if (task.pendingDeps !== 0 || task.slotless) continue;
       const bulkhead = task.bulkhead;
-      let group = groups[0];
-      for (let i = 1; group !== undefined && group.bulkhead !== bulkhead; i++) group = groups[i];
-      if (group === undefined) {
-        const room = scheduler.capacity(scope.lane, this.deadline, bulkhead, now);
-        groups.push((group = { bulkhead, room, ready: 0, required: 0 }));
+      const tally = bulkhead.tally;
+      if (tally.turn !== turn) {
+        tally.turn = turn;
+        tally.room = scheduler.capacity(lane, this.deadline, bulkhead, now);
+        tally.ready = 0;
+        tally.required = 0;
+        groups.push(bulkhead);
       }
-      if (++group.ready > group.room) fits = false;
+      if (++tally.ready > tally.room) fits = false;
       if (!task.def.hasFallback) {
-        required.push(task);
-        group.required++;
+        tally.required++;
+        required++;
       }
     }
     if (fits) return false;
+    const isRequired = (task: TaskRun): boolean =>
+      task.pendingDeps === 0 && !task.slotless && !task.def.hasFallback;
     const limit = Math.min(scheduler.perRequest, scheduler.concurrency) + scheduler.maxQueue;
-    if (required.length > limit) {
+    if (required > limit) {
       const detail = `perRequest ${scheduler.perRequest} + maxQueue ${scheduler.maxQueue}`;
       const error = new CallTooLargeError(
-        required.map((task) => task.name),
+        tasks.filter(isRequired).map((task) => task.name),
         limit,
         detail,
       );
       this.settleAll(() => {
-        for (const task of this.tasks) task.settle('rejected', error);
+        for (const task of tasks) task.settle('rejected', error);
       });
       this.finish(error);
       return true;
     }
-    let short: (typeof groups)[number] | undefined;
-    for (const group of groups) if (group.required > group.room) short ??= group;
+    let short: Bulkhead | undefined;
+    for (const bulkhead of groups) {
+      if (bulkhead.tally.required > bulkhead.tally.room) {
+        short = bulkhead;
+        break;
+      }
+    }
     if (short === undefined) {
-      for (const task of required) task.submit();
-      for (const task of this.tasks) if (task.pendingDeps === 0 && task.def.hasFallback) task.submit();
+      for (const task of tasks) if (isRequired(task)) task.submit();
+      // Then the optional ones (those that find no room take their fallback) and those that need no IO slot.
+      for (const task of tasks) if (task.pendingDeps === 0 && !isRequired(task)) task.submit();
       return true;
     }
     // The required tasks beyond their dependency's room, in the call's order.
+    for (const bulkhead of groups) bulkhead.tally.skip = bulkhead.tally.room;
     const refused: string[] = [];
-    for (const group of groups) {
-      if (group.required <= group.room) continue;
-      let skip = group.room;
-      for (const task of required) {
-        if (task.bulkhead !== group.bulkhead) continue;
-        if (skip > 0) skip--;
-        else refused.push(task.name);
-      }
+    for (const task of tasks) {
+      if (!isRequired(task)) continue;
+      const tally = task.bulkhead.tally;
+      if (tally.required <= tally.room) continue;
+      if (tally.skip > 0) tally.skip--;
+      else refused.push(task.name);
     }
-    const detail = `no room for the ${required.length} required tasks of the call ${scheduler.occupancy(short.bulkhead)}`;
+    const detail = `no room for the ${required} required tasks of the call ${scheduler.occupancy(short)}`;
     this.settleAll(() => {
-      for (const task of this.tasks) {
+      for (const task of tasks) {
         task.settle(
           'shed',
           quietly(() => new OverloadedError([task.name], detail)),
@@ -361,8 +378,16 @@ export class Call implements TaskHost {
     if (error) return this.reject(error);
     // Task names are user input: `__proto__` must be an own key here too, not the result's prototype.
     const out: Record<string, unknown> = {};
-    if (this.mode === 'all') for (const task of this.tasks) setOwn(out, task.name, task.value);
-    else for (const task of this.tasks) setOwn(out, task.name, settledOf(task));
+    const tasks = this.tasks;
+    if (this.mode === 'all') {
+      // Inlined (setOwn's one store site, shared with every other caller, cost ~0.4 µs a task at 1000 tasks).
+      for (let i = 0; i < tasks.length; i++) {
+        const task = tasks[i]!;
+        const name = task.name;
+        if (name === '__proto__') setOwn(out, name, task.value);
+        else out[name] = task.value;
+      }
+    } else for (const task of tasks) setOwn(out, task.name, settledOf(task));
     this.resolve(out);
   }
 }

@@ -1,6 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { OverloadedError, quietly } from './errors';
 import { describe, integer, rejectUnknown } from './validate';
 
@@ -195,21 +192,17 @@ export class Door {
   }
 
   /**
-   * The door at a request's arrival, at `now`: `undefined` when it is admitted (and then counted in flight until
-   * its response ends), else the error to answer it with. `budgetOf` is read only while the door judges.
+   * The door at a request's arrival, at `now`: `undefined` when it is admitted, else the error to answer it with.
+   * `budgetOf(header)` (the request's budget from its budget header) is computed only while the door judges. The caller counts an admitted request in flight
+   * ({@link entered}) and out ({@link left}) once, when its response ends (scope.ts: the request's one 'close'
+   * listener does both).
    */
-  enter(
-    req: IncomingMessage,
-    res: ServerResponse,
-    now: number,
-    budgetOf: (req: IncomingMessage) => number,
-  ): OverloadedError | undefined {
+  enter<H>(now: number, header: H, budgetOf: (header: H) => number): OverloadedError | undefined {
     if (this.judging(now)) {
-      const budget = budgetOf(req);
+      const budget = budgetOf(header);
       const expected = this.judge(now, budget);
       if (expected === expected) return this.error(expected, budget);
     }
-    this.track(req, res, now);
     return undefined;
   }
 
@@ -321,33 +314,6 @@ export class Door {
     if (!(bestLatency >= this.epochLatency)) this.epochLatency = bestLatency;
     const last = this.lastEpochLatency;
     this.bestLatency = last < this.epochLatency ? last : this.epochLatency;
-  }
-
-  /**
-   * Counts `res` in flight until it ends: its 'close' (which follows 'finish', and comes when the client goes),
-   * or, for a pipelined request still waiting behind another (no socket yet, and no 'close' if the client
-   * leaves first), its socket's 'close'. Each decrements once. A response already over is not counted.
-   */
-  track(req: IncomingMessage, res: ServerResponse, arrivedAt: number): void {
-    const socket = req.socket as Socket | null;
-    // An async middleware before this one may have let the response end or the client go: its 'close' has come
-    // and gone, and would never count it out.
-    if (res.writableEnded || res.destroyed || socket?.destroyed) return;
-    this.entered(arrivedAt);
-    if (res.socket !== null) {
-      res.once('close', () => this.left(performance.now(), arrivedAt));
-      return;
-    }
-    let done = false;
-    const end = (): void => {
-      if (done) return;
-      done = true;
-      res.removeListener('close', end);
-      socket?.removeListener('close', end);
-      this.left(performance.now(), arrivedAt);
-    };
-    res.once('close', end);
-    socket?.once('close', end);
   }
 
   /** The error a shed request is answered with (no stack: shedding must stay cheap). */

@@ -30,7 +30,8 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   const runtime = new Runtime(resolved);
   const loop = resolved.eventLoop ? acquireLoopMonitor() : null;
   const door = loop && resolved.eventLoop ? new Door(resolved.eventLoop, loop, performance.now()) : null;
-  const budgetOf = (req: IncomingMessage): number => requestBudget(req.headers, resolved);
+  const header = resolved.budgetHeader;
+  const budgetOf = (asked: string | string[] | undefined): number => requestBudget(asked, resolved);
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
@@ -40,19 +41,23 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       : Object.hasOwn(req, 'fanout')
         ? req.fanout
         : undefined;
+    // The request's headers are read once: each read of `req` costs (Express gives every request a map of its own).
+    const asked = header ? req.headers[header] : undefined;
     if (outer instanceof Scope) {
       // The same instance mounted twice (app and router): the request keeps its scope, and so its budget.
       if (outer.runtime === runtime) return next();
       // Another instance below the first: its own bounds, but its clock starts at the request's first
       // sighting, and its deadline never falls after the outer one's.
-      req.fanout = new Scope(runtime, req, res, outer.arrival, outer);
+      req.fanout = new Scope(runtime, req, res, outer.arrival, outer, asked);
     } else {
       const arrival = performance.now();
       // The process's door, before anything per-request is built (door.ts).
-      const shed = door?.enter(req, res, arrival, budgetOf);
+      const shed = door?.enter(arrival, asked, budgetOf);
       if (shed) return next(shed);
-      req.fanout = new Scope(runtime, req, res, arrival);
-      if (runtime.options.budgetHeader) reportWork(req, res, arrival, runtime.options.budgetHeader);
+      const scope = new Scope(runtime, req, res, arrival, undefined, asked);
+      req.fanout = scope;
+      if (door) scope.admit(door);
+      if (asked !== undefined) reportWork(res, arrival);
     }
     next();
   } as FanoutMiddleware;

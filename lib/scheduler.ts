@@ -251,6 +251,16 @@ export class Scheduler {
     this.notifyIfIdle();
   }
 
+  /** Jobs of `lane` that could start now in `bulkhead` without waiting: nobody waits there, and slots are free. */
+  startable(lane: Lane, bulkhead: Bulkhead): number {
+    const b = bulkhead;
+    if (b.heap.length !== 0) return 0;
+    return Math.max(
+      0,
+      Math.min(b.limit - b.running, this.concurrency - this.running, this.perRequest - lane.running),
+    );
+  }
+
   /**
    * How many jobs of `bulkhead` (the default one if omitted) submitted now to `lane` would be admitted (started
    * or queued) rather than shed: the slots they could take at once plus the room left in the queue (and, with a
@@ -258,13 +268,7 @@ export class Scheduler {
    */
   capacity(lane: Lane, deadline?: number, bulkhead: Bulkhead = this.base, now?: number): number {
     const b = bulkhead;
-    const startable =
-      b.heap.length === 0
-        ? Math.max(
-            0,
-            Math.min(b.limit - b.running, this.concurrency - this.running, this.perRequest - lane.running),
-          )
-        : 0;
+    const startable = this.startable(lane, b);
     let room = Math.max(0, Math.min(this.maxQueue - this.queued, this.queueShare - b.queued));
     if (b.admission !== null && deadline !== undefined) {
       const at = now ?? this.now();

@@ -8,6 +8,7 @@ import { Call, round, type CallHost, type Mode } from './call';
 import { clear, epochOf, remaining, timerAt } from './deadline';
 import { BudgetExceededError, ClientClosedError, FanoutError, list, quietly } from './errors';
 import { describe, integer, rejectUnknown } from './validate';
+import type { Door } from './door';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { MAX_BYTES, serverTimingOf } from './observe/server-timing';
@@ -54,6 +55,10 @@ export class Scope implements Fanout, CallHost {
   private ended: End | null = null;
   /** The route's own budget, set by `budget(ms)`: it replaces the middleware's `budgetMs`. */
   private routeBudgetMs: number | undefined;
+  /** The response's 'close' (and its socket's) is watched: one listener a request, for the door and the scope. */
+  private listening = false;
+  /** The door that counts this request in flight, until its response ends. */
+  private door: Door | null = null;
 
   constructor(
     readonly runtime: Runtime,
@@ -62,7 +67,9 @@ export class Scope implements Fanout, CallHost {
     /** When the middleware saw the request, `performance.now()` ms. */
     readonly arrival: number,
     /** The scope of an outer `fanout()` instance that saw the request first, whose deadline bounds this one. */
-    private readonly outer?: Scope,
+    private readonly outer: Scope | undefined,
+    /** The request's budget header, as the middleware read it (`undefined` when absent or not read). */
+    private readonly asked: string | string[] | undefined,
   ) {}
 
   all<T extends Tasks, G = T>(tasks: CheckedTasks<T, G>, options?: CallOptions): Promise<Results<T>> {
@@ -202,6 +209,32 @@ export class Scope implements Fanout, CallHost {
     return call.promise;
   }
 
+  /**
+   * The middleware admitted the request through the process's door: counted in flight until its response ends
+   * (its 'close', or its socket's for a pipelined request whose client left), once. A response already over
+   * (an async middleware before this one let it end, or the client go) is not counted: its 'close' has come and
+   * gone.
+   */
+  admit(door: Door): void {
+    const socket = this.req.socket as Socket | null;
+    if (this.res.writableEnded || this.res.destroyed || socket?.destroyed) return;
+    door.entered(this.arrival);
+    this.door = door;
+    this.listen(socket);
+  }
+
+  /**
+   * One 'close' listener on the response: `on`, not `once` (a response closes once, and once's wrapper cost two
+   * more allocations a request). A pipelined request waits behind the one being answered, and its `res` sees no
+   * 'close' when the client goes: the socket's does. A closed socket means every request on it is gone.
+   */
+  private listen(socket: Socket | null): void {
+    if (this.listening) return;
+    this.listening = true;
+    this.res.on('close', () => this.closed());
+    if (socket) watchSocket(socket, this);
+  }
+
   private activate(): void {
     if (this.active) return;
     this.active = true;
@@ -209,16 +242,15 @@ export class Scope implements Fanout, CallHost {
     this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
     this.calls = [];
     this.armDeadline();
-    // The response may be over before the handler first used `req.fanout`: its 'close' has then come and gone.
-    const socket = this.req.socket as Socket | null;
-    if (this.res.writableEnded) this.end('finished');
-    else if (this.res.destroyed || socket?.destroyed) this.end('disconnect');
-    else {
-      // `on`, not `once`: a response closes once, and once's wrapper cost two more allocations a request.
-      this.res.on('close', () => this.closed());
-      // A pipelined request waits behind the one being answered, and its `res` sees no 'close' when the
-      // client goes: the socket's does. A closed socket means every request on it is gone.
-      if (socket) watchSocket(socket, this);
+    if (this.listening) {
+      // Watched since the door admitted it: a 'close' that came meanwhile has ended the request already.
+      if (this.ended !== null) this.timer = clear(this.timer);
+    } else {
+      // The response may be over before the handler first used `req.fanout`: its 'close' has come and gone.
+      const socket = this.req.socket as Socket | null;
+      if (this.res.writableEnded) this.end('finished');
+      else if (this.res.destroyed || socket?.destroyed) this.end('disconnect');
+      else this.listen(socket);
     }
     const timing = options.serverTiming;
     if (timing && !this.res.headersSent) {
@@ -247,7 +279,7 @@ export class Scope implements Fanout, CallHost {
    * shortened by the client's header, never past an outer instance's deadline.
    */
   private armDeadline(): void {
-    const budget = requestBudget(this.req.headers, this.runtime.options, this.routeBudgetMs);
+    const budget = requestBudget(this.asked, this.runtime.options, this.routeBudgetMs);
     this.budgetMs = budget;
     this.deadlineAt = this.arrival + budget;
     if (this.outer) {
@@ -303,6 +335,11 @@ export class Scope implements Fanout, CallHost {
   closed(): void {
     const socket = this.req.socket as Socket | null;
     if (socket) unwatchSocket(socket, this);
+    const door = this.door;
+    if (door !== null) {
+      this.door = null;
+      door.left(performance.now(), this.arrival);
+    }
     this.end(this.res.writableEnded ? 'finished' : 'disconnect');
   }
 

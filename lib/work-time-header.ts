@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import onHeaders from 'on-headers';
 
@@ -14,14 +14,12 @@ import onHeaders from 'on-headers';
  */
 export const WORK_HEADER = 'x-fanout-work-ms';
 
-/** Writes {@link WORK_HEADER} on `res` when `req` carries `budgetHeader`; `arrival` is `performance.now()` ms. */
-export function reportWork(
-  req: IncomingMessage,
-  res: ServerResponse,
-  arrival: number,
-  budgetHeader: string,
-): void {
-  if (req.headers[budgetHeader] === undefined || res.headersSent) return;
+/**
+ * Writes {@link WORK_HEADER} on `res`, for a request that carried the budget header (the middleware checks);
+ * `arrival` is `performance.now()` ms.
+ */
+export function reportWork(res: ServerResponse, arrival: number): void {
+  if (res.headersSent) return;
   onHeaders(res, () => {
     res.setHeader(WORK_HEADER, String(Math.floor(performance.now() - arrival)));
   });

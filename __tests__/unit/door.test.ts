@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage } from 'node:http';
 import { DOOR_DEFAULTS, Door, resolveDoor } from '../../lib/door';
 import { OverloadedError } from '../../lib/errors';
 import { fanout } from '../../lib/index';
 import { ManualLoopMonitor } from '../../lib/loop-monitor';
+import type { Fanout } from '../../lib/types';
 
 /** What one simulated run gives. */
 interface SimResult {
@@ -292,50 +293,99 @@ describe('the door state machine', () => {
 });
 
 describe('the door counts each admitted request once, until its response ends', () => {
-  class FakeSocket extends EventEmitter {}
+  class FakeSocket extends EventEmitter {
+    destroyed = false;
+  }
   class FakeRes extends EventEmitter {
+    writableEnded = false;
+    destroyed = false;
+    headersSent = false;
     constructor(public socket: FakeSocket | null) {
       super();
     }
   }
+  const instances: ReturnType<typeof fanout>[] = [];
+  afterEach(() => Promise.all(instances.splice(0).map((fo) => fo.close())));
+  /** The middleware on a request inheriting from http's, as Express's do; `inFlight` is the door's count. */
   const setup = () => {
-    const door = new Door(DOOR_DEFAULTS, new ManualLoopMonitor(), 0);
+    const fo = fanout({ budgetMs: 1000, serverTiming: false });
+    instances.push(fo);
     const socket = new FakeSocket();
-    const req = { socket } as unknown as IncomingMessage;
-    return { door, socket, req };
+    const request = () =>
+      Object.assign(Object.create(IncomingMessage.prototype) as IncomingMessage, {
+        headers: {},
+        socket,
+        method: 'GET',
+        url: '/',
+      });
+    const enter = (res: FakeRes, req = request()) => {
+      const next = jest.fn();
+      fo(req as never, res as never, next);
+      expect(next).toHaveBeenCalledWith();
+      return req;
+    };
+    return { socket, enter, inFlight: () => fo.stats().eventLoop.inFlight };
   };
 
-  it("leaves at the response's close, once", () => {
-    const { door, socket, req } = setup();
-    const res = new FakeRes(socket);
-    door.track(req, res as unknown as ServerResponse, 0);
-    expect(door.inFlight).toBe(1);
-    res.emit('close');
-    res.emit('close');
-    expect(door.inFlight).toBe(0);
-    expect(res.listenerCount('close')).toBe(0);
+  it("leaves at the response's close, once; one 'close' listener a response and one a socket", () => {
+    const { socket, enter, inFlight } = setup();
+    const responses = [new FakeRes(socket), new FakeRes(socket), new FakeRes(socket)];
+    for (const res of responses) enter(res);
+    expect(inFlight()).toBe(3);
+    for (const res of responses) expect(res.listenerCount('close')).toBe(1);
+    expect(socket.listenerCount('close')).toBe(1);
+    responses[0]!.emit('close');
+    responses[0]!.emit('close');
+    expect(inFlight()).toBe(2);
+    for (const res of responses) res.emit('close');
+    expect(inFlight()).toBe(0);
   });
 
-  it('leaves a pipelined request (no socket yet) when its socket closes first, once, and drops both listeners', () => {
-    const { door, socket, req } = setup();
+  it('leaves a pipelined request (no socket yet) when its socket closes first, once', () => {
+    const { socket, enter, inFlight } = setup();
     const res = new FakeRes(null);
-    door.track(req, res as unknown as ServerResponse, 0);
-    expect(door.inFlight).toBe(1);
+    enter(res);
+    expect(inFlight()).toBe(1);
     socket.emit('close');
     res.emit('close');
-    expect(door.inFlight).toBe(0);
-    expect(res.listenerCount('close')).toBe(0);
+    expect(inFlight()).toBe(0);
     expect(socket.listenerCount('close')).toBe(0);
   });
 
   it('leaves a pipelined request answered in turn at its own close, once', () => {
-    const { door, socket, req } = setup();
+    const { socket, enter, inFlight } = setup();
     const res = new FakeRes(null);
-    door.track(req, res as unknown as ServerResponse, 0);
+    enter(res);
     res.emit('close');
     socket.emit('close');
-    expect(door.inFlight).toBe(0);
-    expect(socket.listenerCount('close')).toBe(0);
+    expect(inFlight()).toBe(0);
+  });
+
+  it('does not count a response already over (its close has come and gone), nor a gone client', () => {
+    const { socket, enter, inFlight } = setup();
+    const ended = new FakeRes(socket);
+    ended.writableEnded = true;
+    enter(ended);
+    const destroyed = new FakeRes(socket);
+    destroyed.destroyed = true;
+    enter(destroyed);
+    expect(inFlight()).toBe(0);
+    socket.destroyed = true;
+    enter(new FakeRes(socket));
+    expect(inFlight()).toBe(0);
+  });
+
+  it('a scope the handler used shares the listener, and ends at the close', async () => {
+    const { socket, enter, inFlight } = setup();
+    const res = new FakeRes(socket);
+    const { fanout: scope } = enter(res) as unknown as { fanout: Fanout };
+    await expect(scope.all({ a: async () => 1 })).resolves.toEqual({ a: 1 });
+    expect(scope.signal.aborted).toBe(false);
+    expect(res.listenerCount('close')).toBe(1);
+    res.writableEnded = true;
+    res.emit('close');
+    expect(inFlight()).toBe(0);
+    expect(scope.signal.aborted).toBe(true);
   });
 });
 
