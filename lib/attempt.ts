@@ -38,6 +38,8 @@ export interface AttemptOwner {
   attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void;
   attemptTimedOut(attempt: Attempt): void;
   attemptDropped(attempt: Attempt, detail: string): void;
+  /** The controller this attempt's signal shares with its call's other plain tasks, or null for its own. */
+  sharedController(attempt: Attempt): AbortController | null;
 }
 
 /** How an attempt's promise ended, as its task sees it. */
@@ -70,6 +72,8 @@ export class Attempt implements Job {
   private lentSlot = false;
   private retaking: Promise<void> | null = null;
   private controller: AbortController | null = null;
+  /** Its controller is its call's, shared (task.ts `plain`): aborted with the call, not by the attempt's failure. */
+  private shared = false;
   private abortReason: unknown = undefined;
   private aborted = false;
   private timer: NodeJS.Timeout | null = null;
@@ -165,7 +169,8 @@ export class Attempt implements Job {
         if (!this.aborted) {
           this.aborted = true;
           this.abortReason = valueOrError;
-          this.controller?.abort(valueOrError);
+          // A shared signal is aborted by the call, which fails fast now (or has ended) and ends every sibling.
+          if (!this.shared) this.controller?.abort(valueOrError);
         }
       }
       this.running = false;
@@ -215,13 +220,19 @@ export class Attempt implements Job {
     return true;
   }
 
-  /** Created on first read of `ctx.signal`: tasks that never look at it cost no controller. */
+  /**
+   * Created on first read of `ctx.signal`: tasks that never look at it cost no controller. A plain task's first
+   * attempt takes its call's shared controller instead (task.ts).
+   */
   get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.aborted) this.controller.abort(this.abortReason);
+    let controller = this.controller;
+    if (controller === null) {
+      const shared = this.task.sharedController(this);
+      this.shared = shared !== null;
+      controller = this.controller = shared ?? new AbortController();
+      if (this.aborted && !controller.signal.aborted) controller.abort(this.abortReason);
     }
-    return this.controller.signal;
+    return controller.signal;
   }
 
   /**

@@ -54,6 +54,9 @@ export class Call implements TaskHost {
   private pendingFallbacks = 0;
   private waiting = false;
   private timer: NodeJS.Timeout | null = null;
+  /** An `all()` of several tasks: its plain tasks share one abort controller (task.ts `plain`). */
+  readonly shares: boolean;
+  private controller: AbortController | null = null;
 
   constructor(
     readonly scope: CallHost,
@@ -73,6 +76,7 @@ export class Call implements TaskHost {
       this.timer = timerIn(budgetMs, onCallDeadline, this);
     }
     this.deadline = deadline;
+    this.shares = mode === 'all' && defs.length > 1;
     const tasks = (this.tasks = new Array<TaskRun>(defs.length));
     for (let i = 0; i < defs.length; i++) tasks[i] = new TaskRun(this, defs[i]!, now);
     for (let i = 0; i < defs.length; i++) {
@@ -203,6 +207,10 @@ export class Call implements TaskHost {
     });
     this.finish(quietly(() => new OverloadedError(refused, detail)));
     return true;
+  }
+
+  sharedController(): AbortController {
+    return (this.controller ??= new AbortController());
   }
 
   /** A task's outcome is recorded; its fallback (if it needs one) may still have to be awaited. */
@@ -375,7 +383,12 @@ export class Call implements TaskHost {
     this.done = true;
     this.timer = clear(this.timer);
     this.scope.untrack(this);
-    if (error) return this.reject(error);
+    if (error) {
+      // The shared signal, if no sibling's end aborted it yet (a failed task whose siblings had all finished).
+      const controller = this.controller;
+      if (controller !== null && !controller.signal.aborted) controller.abort(error);
+      return this.reject(error);
+    }
     // Task names are user input: `__proto__` must be an own key here too, not the result's prototype.
     const out: Record<string, unknown> = {};
     const tasks = this.tasks;

@@ -17,6 +17,11 @@ const tasks = {
   t10: ({ signal }: TaskContext) => dependency(ms10, 10, signal),
   t20: ({ signal }: TaskContext) => dependency(ms20, 20, signal),
 };
+const tasksIgnoringTheSignal = {
+  t5: () => dependency(ms5, 5),
+  t10: () => dependency(ms10, 10),
+  t20: () => dependency(ms20, 20),
+};
 
 let fo: FanoutMiddleware | undefined;
 
@@ -33,12 +38,35 @@ serve(
       });
       return;
     }
+    if (variant === 'promise-all-abort') {
+      // A careful hand-written deadline: one controller a request, aborted at the budget, its signal to each call.
+      app.get('/', async (_req, res, next) => {
+        const controller = new AbortController();
+        const timer = setTimeout(() => controller.abort(), surge.budgetMs);
+        try {
+          const { signal } = controller;
+          const [t5, t10, t20] = await Promise.all([
+            dependency(ms5, 5, signal),
+            dependency(ms10, 10, signal),
+            dependency(ms20, 20, signal),
+          ]);
+          res.json({ t5, t10, t20 });
+        } catch (error) {
+          next(error);
+        } finally {
+          clearTimeout(timer);
+        }
+      });
+      return;
+    }
     const { fanout } = await loadPackage();
-    fo = fanout({ budgetMs: surge.budgetMs, ...SURGE_OPTIONS[variant] } as FanoutOptions);
+    const { options, signal } = SURGE_OPTIONS[variant];
+    fo = fanout({ budgetMs: surge.budgetMs, ...options } as FanoutOptions);
     trackStats(fo);
     app.use(fo);
+    const route = signal ? tasks : tasksIgnoringTheSignal;
     app.get('/', async (req, res) => {
-      res.json(await req.fanout.all(tasks));
+      res.json(await req.fanout.all(route));
     });
   },
   () => fo?.close() ?? Promise.resolve(),
