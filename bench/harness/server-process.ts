@@ -110,7 +110,13 @@ export async function startNodeServer(
     // tsx's CommonJS hook only: `--import tsx` would also start the ESM loader-hooks thread, a second V8 isolate
     // that adds some 35 MiB to every server's RSS and would flatter the overload scenario's peak / idle ratio.
     execArgv: ['--require', 'tsx/cjs'],
-    env: { ...process.env, TSX_TSCONFIG_PATH: join(root, 'bench', 'tsconfig.run.json') },
+    // Servers run as deployed (NODE_ENV=production unless the caller set it): the package's defaults are then the
+    // production ones (Server-Timing off; the overhead scenario measures it on by name), and Express's too.
+    env: {
+      NODE_ENV: 'production',
+      ...process.env,
+      TSX_TSCONFIG_PATH: join(root, 'bench', 'tsconfig.run.json'),
+    },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   track(child);
