@@ -6,7 +6,7 @@ import { Door } from './door';
 import { acquireLoopMonitor } from './loop-monitor';
 import { resolveOptions } from './options';
 import { Runtime } from './runtime';
-import { Scope } from './scope';
+import { Scope, watchedScope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
 import { reportWork } from './work-time-header';
 
@@ -35,9 +35,15 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   explainMissingFanout();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
-    // Own checks only: a missing symbol read would walk req's whole prototype chain (Express, http, stream).
-    const outer = Object.hasOwn(req, SCOPE)
-      ? (req as Carrier)[SCOPE]
+    // A request of http's has the accessor (its scope lives in `slotOf(req)`); another (a test's plain object)
+    // keeps `req.fanout` as its own property.
+    const http = req instanceof IncomingMessage;
+    const slot = http ? slotOf(req) : undefined;
+    // Own checks only: a missing symbol read would walk the whole prototype chain (Express, http, stream).
+    const outer = slot
+      ? Object.hasOwn(slot, SCOPE)
+        ? slot[SCOPE]
+        : undefined
       : Object.hasOwn(req, 'fanout')
         ? req.fanout
         : undefined;
@@ -48,14 +54,17 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       if (outer.runtime === runtime) return next();
       // Another instance below the first: its own bounds, but its clock starts at the request's first
       // sighting, and its deadline never falls after the outer one's.
-      req.fanout = new Scope(runtime, req, res, outer.arrival, outer, asked);
+      const scope = new Scope(runtime, req, res, outer.arrival, outer, asked);
+      if (slot) slot[SCOPE] = scope;
+      else req.fanout = scope;
     } else {
       const arrival = performance.now();
       // The process's door, before anything per-request is built (door.ts).
       const shed = door?.enter(arrival, asked, budgetOf);
       if (shed) return next(shed);
       const scope = new Scope(runtime, req, res, arrival, undefined, asked);
-      req.fanout = scope;
+      if (slot) slot[SCOPE] = scope;
+      else req.fanout = scope;
       if (door) scope.admit(door);
       if (asked !== undefined) reportWork(res, arrival);
     }
@@ -77,17 +86,27 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   return middleware;
 }
 
-/** Where `req.fanout` keeps the request's scope (`Symbol.for`: two copies of the package agree on it). */
+/** The key `req.fanout` keeps the request's scope under (`Symbol.for`: two copies of the package agree on it). */
 const SCOPE = Symbol.for('express-fanout.scope');
 type Carrier = { [SCOPE]?: unknown };
 
 /**
+ * Where a request's scope lives: Express's `res.locals` (made for each request, a null-prototype object in
+ * dictionary mode, where adding a key is a hash insert), else the request itself. Not the request when it can
+ * be helped: Express switches every request's prototype (`Object.setPrototypeOf(req, app.request)`), which leaves
+ * each request with a hidden class of its own in V8, so a property added to it copies that class: ~2 µs a
+ * request, the package's most expensive line (a WeakMap costs less to write but more to collect).
+ */
+function slotOf(req: object): Carrier {
+  const locals = (req as { res?: { locals?: unknown } }).res?.locals;
+  return typeof locals === 'object' && locals !== null ? (locals as Carrier) : (req as Carrier);
+}
+
+/**
  * `req.fanout` on a request that no `fanout()` middleware saw is a clear error instead of `Cannot read
  * properties of undefined`: an accessor on `http.IncomingMessage.prototype` (which Express's requests inherit
- * from) that throws saying what to mount. Its setter keeps the value in a symbol-keyed slot of the request: a
- * plain store, where an own `fanout` property made by `Object.defineProperty` on every request was the
- * package's most expensive line per request. Installed once, by the first `fanout()` call, never by importing
- * the package.
+ * from) that throws saying what to mount. It reads and its setter writes {@link slotOf}'s symbol-keyed slot.
+ * Installed once, by the first `fanout()` call, never by importing the package.
  */
 function explainMissingFanout(): void {
   const proto = IncomingMessage.prototype as unknown as Record<string, unknown>;
@@ -95,16 +114,21 @@ function explainMissingFanout(): void {
   Object.defineProperty(proto, 'fanout', {
     configurable: true,
     enumerable: false,
-    get(this: Carrier): unknown {
-      const scope = this[SCOPE];
+    get(this: object): unknown {
+      const slot = slotOf(this);
+      const scope = slot[SCOPE];
       if (scope !== undefined) return scope;
+      // A middleware after fanout() replaced `res.locals` (rather than adding to it): found again on the socket.
+      const watched = watchedScope(this as IncomingMessage);
+      if (watched !== undefined) return (slot[SCOPE] = watched);
       throw new TypeError(
         'express-fanout: `req.fanout` is not set on this request: mount `app.use(fanout())` (or ' +
-          '`router.use(fanout())`) before the routes that use it, and after body parsers',
+          '`router.use(fanout())`) before the routes that use it, and after body parsers (and add to ' +
+          '`res.locals` rather than replace it)',
       );
     },
-    set(this: Carrier, value: unknown) {
-      this[SCOPE] = value;
+    set(this: object, value: unknown) {
+      slotOf(this)[SCOPE] = value;
     },
   });
 }

@@ -162,6 +162,11 @@ export class Scope implements Fanout, CallHost {
     return { [header]: String(Math.max(1, Math.floor(left - margin.ms - left * margin.ratio - learned))) };
   }
 
+  /** Whether this is `req`'s scope. */
+  serves(req: IncomingMessage): boolean {
+    return this.req === req;
+  }
+
   /** The client left before the response: whatever a call still gives, nobody will read it. */
   get disconnected(): boolean {
     return this.ended === 'disconnect';
@@ -430,6 +435,18 @@ function watchSocket(socket: Socket, scope: Scope): void {
   }
   if (open.one === null) open.one = scope;
   else (open.more ??= new Set()).add(scope);
+}
+
+/**
+ * The scope of `req` among its socket's open requests, if it is watched there (the door admitted it, or it was
+ * used): how `req.fanout` finds it again when its slot is gone (`res.locals` replaced by a later middleware).
+ */
+export function watchedScope(req: IncomingMessage): Scope | undefined {
+  const open = (req.socket as Watched | null | undefined)?.[OPEN];
+  if (open === undefined) return undefined;
+  if (open.one?.serves(req)) return open.one;
+  if (open.more !== null) for (const scope of open.more) if (scope.serves(req)) return scope;
+  return undefined;
 }
 
 function unwatchSocket(socket: Socket, scope: Scope): void {

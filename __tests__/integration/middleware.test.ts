@@ -65,6 +65,26 @@ describe.each(expressVersions)('middleware (%s)', (_version, express) => {
     });
   });
 
+  it('keeps req.fanout when a later middleware replaces res.locals, and adds nothing to the request itself', async () => {
+    const { http } = await serve({}, (app) => {
+      app.use((_req, res, next) => {
+        res.locals = { user: 'ada' };
+        next();
+      });
+      app.get('/', async (req, res) => {
+        const symbols = Object.getOwnPropertySymbols(req).map(String);
+        res.json({
+          ...(await req.fanout.all({ a: async () => 1, b: async () => 2 })),
+          symbols,
+          user: res.locals.user,
+        });
+      });
+    });
+    const res = await http.get('/').expect(200);
+    expect(res.body).toMatchObject({ a: 1, b: 2, user: 'ada' });
+    expect(res.body.symbols.join()).not.toMatch(/express-fanout/);
+  });
+
   it('answers every request with a clear 500 when mounted without being called: app.use(fanout)', async () => {
     const { http } = await serve({}, (app) => app.get('/', (_req, res) => res.send('unreachable')), {
       mount: (app) => app.use(fanout as unknown as RequestHandler),
