@@ -415,9 +415,11 @@ interface OpenRequests {
 
 /**
  * Kept on the socket itself under a symbol, with one 'close' listener per socket however many requests it
- * carries: a property read a request, where a WeakMap lookup and a Set per socket cost more.
+ * carries: a property read a request, where a WeakMap lookup and a Set per socket cost more. `Symbol.for`: two
+ * copies of the package in one process (or one test runner's module registries) see the same requests, as
+ * `req.fanout`'s accessor, installed once for the process, must.
  */
-const OPEN = Symbol('express-fanout open requests');
+const OPEN = Symbol.for('express-fanout.open-requests');
 type Watched = Socket & { [OPEN]?: OpenRequests };
 
 function watchSocket(socket: Socket, scope: Scope): void {
@@ -444,8 +446,10 @@ function watchSocket(socket: Socket, scope: Scope): void {
 export function watchedScope(req: IncomingMessage): Scope | undefined {
   const open = (req.socket as Watched | null | undefined)?.[OPEN];
   if (open === undefined) return undefined;
-  if (open.one?.serves(req)) return open.one;
-  if (open.more !== null) for (const scope of open.more) if (scope.serves(req)) return scope;
+  const serves = (scope: Scope | null): scope is Scope =>
+    typeof scope?.serves === 'function' && scope.serves(req);
+  if (serves(open.one)) return open.one;
+  if (open.more !== null) for (const scope of open.more) if (serves(scope)) return scope;
   return undefined;
 }
 
