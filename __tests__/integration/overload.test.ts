@@ -8,14 +8,15 @@ describe.each(expressVersions)('admission under overload (%s)', (_version, expre
   const { serve } = useHarness(express);
 
   it('sheds at once (503, Retry-After) the request whose expected wait leaves no time to run, instead of a 504 at its deadline', async () => {
-    const { http, fo } = await serve({ concurrency: 1, budgetMs: 350 }, (app) =>
+    const { http, fo } = await serve({ concurrency: 1, budgetMs: 420 }, (app) =>
       app.get(
         '/',
         report((req) => req.fanout.run(({ signal }) => delay(100, 'done', signal), 'db')),
       ),
     );
     await http.get('/').expect(200); // one sample: a task holds its slot about 100 ms
-    // One runs, two wait (100 and 200 ms, each then runs 100 ms: inside 350); a fourth would wait 300 ms.
+    // One runs, two wait (100 and 200 ms, each then runs 100 ms: inside 420); a fourth would wait 300 ms, more
+    // than the wait admitted: (420 - 125 ms to run) / 1.25, the expected wait's own margin.
     const results = await Promise.all(Array.from({ length: 4 }, () => timed(http.get('/'))));
     const bodies = results.map((r) => r.value.body as { ok: boolean; error?: { status?: number } });
     expect(bodies.slice(0, 3).every((b) => b.ok)).toBe(true);

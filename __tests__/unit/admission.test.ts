@@ -50,10 +50,11 @@ describe('Admission', () => {
     expect(a.room(1000, 250, 32, 0)).toBe(Infinity);
     a.released(50, 50, false, 'db');
     expect(a.drainPerMs(32)).toBeCloseTo(32 / 50);
-    // 250 ms left, 62.5 of them to run (the average and a 25 % margin): 187.5 ms of queue at 0.64 / ms.
-    expect(a.room(0, 250, 32, 50)).toBe(120);
-    expect(a.room(100, 250, 32, 50)).toBe(20);
-    expect(a.room(200, 250, 32, 50)).toBe(0);
+    // 250 ms left, 62.5 of them to run (the average and a 25 % margin): 187.5 ms, of which a wait of 150 ms
+    // (187.5 / 1.25: the estimate's own margin) at 0.64 / ms.
+    expect(a.room(0, 250, 32, 50)).toBe(96);
+    expect(a.room(50, 250, 32, 50)).toBe(46);
+    expect(a.room(100, 250, 32, 50)).toBe(0);
   });
 
   it('measures the drain rate from slots freed while tasks waited', () => {
@@ -61,6 +62,16 @@ describe('Admission', () => {
     for (let t = 0; t <= 500; t += 2) a.released(t, 40, true, 'db');
     expect(a.drainPerMs(32)).toBeCloseTo(0.5, 1);
     expect(a.expectedWaitMs(49, 32)).toBeCloseTo(100, -1);
+  });
+
+  it('never expects the queue to drain faster than its slots turn over (a burst of releases is not a rate)', () => {
+    const a = new Admission(ADMISSION_DEFAULTS);
+    for (let t = 0; t <= 500; t += 2) a.released(t, 40, true, 'db');
+    // 32 slots freed within a millisecond (a group of calls answered together, or the running tasks of a
+    // request aborted by a failed sibling): the decaying count jumps, the slots' turnover does not.
+    for (let i = 0; i < 32; i++) a.released(501, Number.NaN, true, 'db');
+    expect(a.drainPerMs(16)).toBeCloseTo(16 / 40);
+    expect(a.room(0, 250, 16, 501)).toBe(Math.floor(((250 - 1.25 * 40) / 1.25) * (16 / 40)));
   });
 
   it("lets a task start only while its name's average run time fits in what is left, with a 25 % margin", () => {
@@ -107,23 +118,24 @@ describe('Admission', () => {
     a.dequeued(100, 50);
     expect(a.overloaded).toBe(true);
     a.emptied(110);
-    expect(a.room(0, 1000, 32, 150)).toBe(64); // still capped: 40 ms of calm
+    expect(a.room(0, 1000, 32, 150)).toBe(51); // still capped: 40 ms of calm
     a.dequeued(160, 60); // the next burst waits again
     a.emptied(170);
-    expect(a.room(0, 1000, 32, 260)).toBe(64);
-    expect(a.room(0, 1000, 32, 271)).toBe(600); // calm since 170
+    expect(a.room(0, 1000, 32, 260)).toBe(51);
+    expect(a.room(0, 1000, 32, 271)).toBe(480); // calm since 170
     expect(a.overloaded).toBe(false);
   });
 
   it('caps the wait admitted during a sustained overload at the interval', () => {
     const a = new Admission({ targetMs: 5, intervalMs: 100, lifo: false });
     a.released(0, 50, false, 'db');
-    expect(a.room(0, 1000, 32, 0)).toBe(600);
+    // (1000 - 62.5) / 1.25 ms of wait at 0.64 / ms; capped: 100 / 1.25 ms.
+    expect(a.room(0, 1000, 32, 0)).toBe(480);
     a.dequeued(0, 50);
     a.dequeued(100, 50);
     expect(a.overloaded).toBe(true);
     expect(a.lifo).toBe(false);
-    expect(a.room(0, 1000, 32, 100)).toBe(64);
+    expect(a.room(0, 1000, 32, 100)).toBe(51);
   });
 
   it('validates its option', () => {
@@ -153,11 +165,12 @@ describe('Scheduler with admission (fake clock)', () => {
     const l = lane();
     expect(submit(l, 'run1', 250).admission).toBe('started');
     expect(submit(l, 'run2', 250).admission).toBe('started');
-    // 250 ms budget, 62.5 ms to run (50 and a margin): 187.5 ms of queue at 0.04 / ms = 7 tasks.
+    // 250 ms budget, 62.5 ms to run (50 and a margin): 187.5 ms, a wait of 150 ms with the estimate's margin,
+    // at 0.04 / ms = 6 tasks.
     const results = Array.from({ length: 9 }, (_, i) => submit(l, `q${i}`, 250).admission);
-    expect(results).toEqual([...Array<string>(7).fill('queued'), 'shed', 'shed']);
+    expect(results).toEqual([...Array<string>(6).fill('queued'), 'shed', 'shed', 'shed']);
     expect(scheduler.shedDetail()).toMatch(
-      /expected wait for a slot \(200 ms\) leaves no time to run in the 250 ms left/,
+      /expected wait for a slot \(175 ms\) leaves no time to run in the 250 ms left/,
     );
     // A request with more time left may queue behind them.
     expect(submit(lane(), 'patient', 1000).admission).toBe('queued');
@@ -170,7 +183,7 @@ describe('Scheduler with admission (fake clock)', () => {
     submit(busy, 'a', 1000);
     submit(busy, 'b', 1000);
     const l = lane();
-    expect(scheduler.capacity(l, clock.t + 250)).toBe(7);
+    expect(scheduler.capacity(l, clock.t + 250)).toBe(6);
     expect(scheduler.capacity(l, clock.t + 100)).toBe(1);
     expect(scheduler.capacity(l)).toBe(10_000);
   });

@@ -305,6 +305,10 @@ export interface RouteResult {
   okPerS: number;
   okP99: number;
   shed: number;
+  /** Sheds decided at admission (before any task of the request started or queued). */
+  shedAtOnce: number;
+  /** How long a shed request waited for its answer, ms: p99 (0 for a shed at admission). */
+  shedP99: number;
   timedOut: number;
 }
 
@@ -385,9 +389,20 @@ export function simulateMix(o: MixOptions): MixResult {
 
   const results: Record<string, RouteResult> = {};
   const latencies: Record<string, number[]> = {};
+  const shedLatencies: Record<string, number[]> = {};
   for (const name of Object.keys(o.routes)) {
-    results[name] = { requests: 0, ok: 0, okPerS: 0, okP99: 0, shed: 0, timedOut: 0 };
+    results[name] = {
+      requests: 0,
+      ok: 0,
+      okPerS: 0,
+      okP99: 0,
+      shed: 0,
+      shedAtOnce: 0,
+      shedP99: 0,
+      timedOut: 0,
+    };
     latencies[name] = [];
+    shedLatencies[name] = [];
   }
 
   class SimTask implements Job {
@@ -506,8 +521,11 @@ export function simulateMix(o: MixOptions): MixResult {
         if (how === 'ok') {
           result.ok++;
           latencies[this.routeName]!.push(now - this.arrival);
-        } else if (how === 'shed') result.shed++;
-        else result.timedOut++;
+        } else if (how === 'shed') {
+          result.shed++;
+          if (now === this.arrival) result.shedAtOnce++;
+          shedLatencies[this.routeName]!.push(now - this.arrival);
+        } else result.timedOut++;
       }
       // A closed-loop client sends its next request once the answer got through the loop (at least 1 ms).
       if (this.client && now < o.durationMs) {
@@ -554,6 +572,7 @@ export function simulateMix(o: MixOptions): MixResult {
   for (const [name, result] of Object.entries(results)) {
     result.okPerS = (result.ok * 1000) / (o.durationMs - o.fromMs);
     result.okP99 = p99(latencies[name]!);
+    result.shedP99 = shedLatencies[name]!.length === 0 ? 0 : p99(shedLatencies[name]!);
   }
   return { routes: results, limits };
 }

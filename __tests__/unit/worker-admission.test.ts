@@ -207,8 +207,8 @@ describe('worker admission', () => {
     const runningCall = threads.calls.at(-1)!;
     done.add(runningCall);
     runningCall.begin();
-    // A `block` call due in 100 ms is admitted (1 running, 1 queued; ~60 ms of wait) ...
-    const doomed = submit(pool, 100);
+    // A `block` call due in 118 ms is admitted (1 running, 1 queued; ~60 ms of wait) ...
+    const doomed = submit(pool, 118);
     await flush();
     expect(doomed.outcome()).toBe('pending');
     // ... the running call takes its 30 ms, and when the echo starts, the doomed call still fits ...
@@ -217,12 +217,12 @@ describe('worker admission', () => {
     await flush();
     expect(running.outcome()).toBe('fulfilled');
     expect(doomed.outcome()).toBe('pending');
-    // ... but the echo takes 55 ms: 15 ms left when its turn comes, < 30 ms of work.
+    // ... but the echo takes 55 ms: 33 ms left when its turn comes, < 30 ms of work and its margin.
     await serve(55);
     expect(echo.outcome()).toBe('fulfilled');
     const error = doomed.outcome() as OverloadedError;
     expect(error).toBeInstanceOf(OverloadedError);
-    expect(error.message).toMatch(/left the queue: only 15 ms left when its turn came, about 30 ms of work/);
+    expect(error.message).toMatch(/left the queue: only 33 ms left when its turn came, about 30 ms of work/);
     // It never reached a thread.
     expect(threads.calls.map((c) => c.method)).toEqual(['block', 'block', 'echo']);
     expect(pool.stats()).toMatchObject({ busy: 0, pending: 0, shed: 1 });
