@@ -105,7 +105,7 @@ function slotOf(req: object): Carrier {
 /**
  * `req.fanout` on a request that no `fanout()` middleware saw is a clear error instead of `Cannot read
  * properties of undefined`: an accessor on `http.IncomingMessage.prototype` (which Express's requests inherit
- * from) that throws saying what to mount. It reads and its setter writes {@link slotOf}'s symbol-keyed slot.
+ * from) that throws saying what to mount. It reads and its setter writes the symbol-keyed slot of `slotOf`.
  * Installed once, by the first `fanout()` call, never by importing the package.
  */
 function explainMissingFanout(): void {
