@@ -5,7 +5,8 @@
 // Used by the bench (bench/scenarios/hot-path.ts, through bench/micro/run.ts on the built dist/) and by the
 // regression guard (__tests__/unit/hot-path-budget.test.ts, on lib/ through ts-jest).
 import { EventEmitter } from 'node:events';
-import { IncomingMessage } from 'node:http';
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 
@@ -38,6 +39,12 @@ export interface HotPathOptions {
   connections?: number;
   /** How the tasks are given: as functions (default), or as spec objects `{ run }` defined once. */
   specs?: boolean;
+  /**
+   * Through Express (`app.handle`) on real `IncomingMessage` and `ServerResponse` objects, no sockets: both sides
+   * pay Express's prototype switch, which gives every request and response a hidden class of its own, so what the
+   * package adds to them costs what it costs in a server (the fake objects hide it).
+   */
+  express?: boolean;
 }
 
 export interface Side {
@@ -129,6 +136,66 @@ function workload(n: number, specs: boolean): Workload {
 }
 
 type One = (socket: FakeSocket) => Promise<unknown>;
+
+/** A minimal Express app and a request through it: `app.handle(req, res, done)`; `done` ends the response. */
+interface Handler {
+  handle(req: IncomingMessage, res: ServerResponse, done: (error?: unknown) => void): void;
+}
+interface ExpressLike {
+  (): Handler & {
+    use(fn: unknown): ExpressLike extends () => infer A ? A : never;
+    get(path: string, fn: unknown): unknown;
+  };
+}
+
+/** Both sides through Express: real request and response objects, no sockets (see `express`). */
+function viaExpress(w: Workload, middleware: ReturnType<FanoutFactory>): { base: One; fanout: One } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const express = require('express') as ExpressLike;
+  const { names, fns } = w;
+  const baseApp = express();
+  baseApp.get('/', async (_req: unknown, res: { locals: Record<string, unknown> }, next: () => void) => {
+    const promises = new Array<Promise<number>>(fns.length);
+    for (let i = 0; i < fns.length; i++) promises[i] = fns[i]!();
+    const values = await Promise.all(promises);
+    const out: Record<string, number> = {};
+    for (let i = 0; i < names.length; i++) out[names[i]!] = values[i]!;
+    res.locals.out = out;
+    next();
+  });
+  const fanoutApp = express();
+  fanoutApp.use(middleware);
+  fanoutApp.get(
+    '/',
+    async (
+      req: { fanout: { all(t: unknown): Promise<unknown> } },
+      res: { locals: Record<string, unknown> },
+      next: () => void,
+    ) => {
+      res.locals.out = await req.fanout.all(w.tasks);
+      next();
+    },
+  );
+  const socket = new Socket();
+  const through =
+    (app: Handler): One =>
+    () =>
+      new Promise((resolve, reject) => {
+        const req = new IncomingMessage(socket);
+        req.method = 'GET';
+        req.url = '/';
+        req.headers = {};
+        const res = new ServerResponse(req);
+        app.handle(req, res, (error?: unknown) => {
+          if (error !== undefined) return reject(error);
+          // The response is over: as after `res.end()` and its 'close' (the scope and the door count it out).
+          (res as { finished: boolean }).finished = true;
+          res.emit('close');
+          resolve(undefined);
+        });
+      });
+  return { base: through(baseApp), fanout: through(fanoutApp) };
+}
 
 /** The baseline: the same tasks under a bare `Promise.all`, and an object of their results. */
 function baseline(w: Workload): One {
@@ -235,7 +302,9 @@ export async function measureHotPath(o: HotPathOptions): Promise<HotPathResult> 
   const w = workload(o.tasks, o.specs ?? false);
   const middleware = o.fanout({ budgetMs: 1000, serverTiming: false, ...o.options });
   const sockets = Array.from({ length: o.connections ?? 1 }, () => new FakeSocket());
-  const sides = { base: baseline(w), fanout: packaged(w, middleware) };
+  const sides = o.express
+    ? viaExpress(w, middleware)
+    : { base: baseline(w), fanout: packaged(w, middleware) };
   const runs = { base: [] as Measured[], fanout: [] as Measured[] };
   try {
     const warmup = o.warmup ?? o.batch;

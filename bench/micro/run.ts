@@ -10,6 +10,8 @@ export interface MicroReport {
   threeSpecs: HotPathResult;
   /** The same with Server-Timing on (the default outside production). */
   threeServerTiming: HotPathResult;
+  /** Three functions, defaults, both sides through Express on real request and response objects (no sockets). */
+  threeExpress: HotPathResult;
   /** Defaults with `perRequest` and `maxQueue` out of the way, N = 1 … 1000. */
   growth: HotPathResult[];
 }
@@ -26,6 +28,7 @@ async function main(): Promise<void> {
     three: await three({}),
     threeSpecs: await three({ specs: true }),
     threeServerTiming: await three({ options: { serverTiming: true } }),
+    threeExpress: await three({ express: true }),
     growth: [],
   };
   for (const n of GROWTH_N) {
