@@ -57,6 +57,7 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       const scope = new Scope(runtime, req, res, outer.arrival, outer, asked);
       if (slot) slot[SCOPE] = scope;
       else req.fanout = scope;
+      scope.admit(null);
     } else {
       const arrival = performance.now();
       // The process's door, before anything per-request is built (door.ts).
@@ -65,7 +66,7 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
       const scope = new Scope(runtime, req, res, arrival, undefined, asked);
       if (slot) slot[SCOPE] = scope;
       else req.fanout = scope;
-      if (door) scope.admit(door);
+      scope.admit(door);
       if (asked !== undefined) reportWork(res, arrival);
     }
     next();

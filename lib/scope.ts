@@ -215,16 +215,18 @@ export class Scope implements Fanout, CallHost {
   }
 
   /**
-   * The middleware admitted the request through the process's door: counted in flight until its response ends
-   * (its 'close', or its socket's for a pipelined request whose client left), once. A response already over
-   * (an async middleware before this one let it end, or the client go) is not counted: its 'close' has come and
-   * gone.
+   * From the middleware: the response's end is watched from now on (so that `req.fanout` can be found on the
+   * socket), and the process's door, if given, counts the request in flight until then, once. A response
+   * already over (an async middleware before this one let it end, or the client go) is neither: its 'close'
+   * has come and gone.
    */
-  admit(door: Door): void {
+  admit(door: Door | null): void {
     const socket = this.req.socket as Socket | null;
     if (this.res.writableEnded || this.res.destroyed || socket?.destroyed) return;
-    door.entered(this.arrival);
-    this.door = door;
+    if (door !== null) {
+      door.entered(this.arrival);
+      this.door = door;
+    }
     this.listen(socket);
   }
 
@@ -448,9 +450,11 @@ export function watchedScope(req: IncomingMessage): Scope | undefined {
   if (open === undefined) return undefined;
   const serves = (scope: Scope | null): scope is Scope =>
     typeof scope?.serves === 'function' && scope.serves(req);
-  if (serves(open.one)) return open.one;
-  if (open.more !== null) for (const scope of open.more) if (serves(scope)) return scope;
-  return undefined;
+  // The last one watched: with two instances on the request, the inner one's, which `req.fanout` was.
+  let found: Scope | undefined;
+  if (serves(open.one)) found = open.one;
+  if (open.more !== null) for (const scope of open.more) if (serves(scope)) found = scope;
+  return found;
 }
 
 function unwatchSocket(socket: Socket, scope: Scope): void {

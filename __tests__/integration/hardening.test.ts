@@ -323,6 +323,28 @@ describe.each(expressVersions)('hardening (%s)', (_version, express) => {
       await inner.close();
     });
 
+    it('keeps the inner instance as req.fanout when res.locals is replaced below both', async () => {
+      const inner = fanout({ budgetMs: 5000 });
+      const { http, fo } = await serve({ budgetMs: 2000 }, (app) => {
+        const router = express.Router();
+        router.use(inner);
+        router.use((_req, res, next) => {
+          res.locals = {};
+          next();
+        });
+        router.get(
+          '/',
+          report(async (req) => req.fanout.all({ a: async () => 1, b: async () => 2 })),
+        );
+        app.use(router);
+      });
+      const res = await http.get('/').expect(200);
+      expect(res.body).toMatchObject({ ok: true, value: { a: 1, b: 2 } });
+      expect(inner.stats().completed).toBe(2);
+      expect(fo.stats().completed).toBe(0);
+      await inner.close();
+    });
+
     it('answers at once with 504 when the handler first uses req.fanout after the budget is spent', async () => {
       const { http } = await serve({ budgetMs: 100 }, (app) =>
         app.get(
