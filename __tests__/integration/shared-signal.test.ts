@@ -8,28 +8,26 @@ import { route, useHarness } from './helpers/harness';
 // timeout, retries, a hedge, a key) and every task of settle() keep a signal of their own.
 describe.each(expressVersions)('ctx.signal of a call’s tasks (%s)', (_version, express) => {
   const { serve } = useHarness(express);
+  /** An app with the defaults whose one route, `/`, is `handler`. */
+  const serveRoute = (handler: Parameters<typeof route>[0]) =>
+    serve({}, (app) => app.get('/', route(handler)));
 
   it('aborts a running sibling when a required task fails, and the failed task’s own signal too', async () => {
     const signals: Record<string, AbortSignal> = {};
-    const { http } = await serve({}, (app) =>
-      app.get(
-        '/',
-        route(async (req, res) => {
-          try {
-            await req.fanout.all({
-              slow: ({ signal }) => ((signals.slow = signal), delay(5000, 1, signal)),
-              broken: async ({ signal }) => {
-                signals.broken = signal;
-                await delay(10, 0);
-                throw new Error('down');
-              },
-            });
-          } catch (error) {
-            res.status(502).json({ failed: (error as TaskFailedError).tasks });
-          }
-        }),
-      ),
-    );
+    const { http } = await serveRoute(async (req, res) => {
+      try {
+        await req.fanout.all({
+          slow: ({ signal }) => ((signals.slow = signal), delay(5000, 1, signal)),
+          broken: async ({ signal }) => {
+            signals.broken = signal;
+            await delay(10, 0);
+            throw new Error('down');
+          },
+        });
+      } catch (error) {
+        res.status(502).json({ failed: (error as TaskFailedError).tasks });
+      }
+    });
     const started = performance.now();
     await http.get('/').expect(502, { failed: ['broken'] });
     expect(performance.now() - started).toBeLessThan(2000);
@@ -40,25 +38,20 @@ describe.each(expressVersions)('ctx.signal of a call’s tasks (%s)', (_version,
 
   it('aborts a failed task’s signal even when its siblings had all finished', async () => {
     const signals: AbortSignal[] = [];
-    const { http } = await serve({}, (app) =>
-      app.get(
-        '/',
-        route(async (req, res) => {
-          try {
-            await req.fanout.all({
-              quick: ({ signal }) => (signals.push(signal), Promise.resolve(1)),
-              late: async ({ signal }) => {
-                signals.push(signal);
-                await delay(20, 0);
-                throw new Error('down');
-              },
-            });
-          } catch {
-            res.status(502).end();
-          }
-        }),
-      ),
-    );
+    const { http } = await serveRoute(async (req, res) => {
+      try {
+        await req.fanout.all({
+          quick: ({ signal }) => (signals.push(signal), Promise.resolve(1)),
+          late: async ({ signal }) => {
+            signals.push(signal);
+            await delay(20, 0);
+            throw new Error('down');
+          },
+        });
+      } catch {
+        res.status(502).end();
+      }
+    });
     await http.get('/').expect(502);
     expect(signals).toHaveLength(2);
     for (const signal of signals) expect(signal.aborted).toBe(true);
@@ -67,26 +60,21 @@ describe.each(expressVersions)('ctx.signal of a call’s tasks (%s)', (_version,
 
   it('a task with a fallback fails alone: its siblings’ signals stay unaborted', async () => {
     const signals: Record<string, AbortSignal> = {};
-    const { http } = await serve({}, (app) =>
-      app.get(
-        '/',
-        route(async (req, res) => {
-          res.json(
-            await req.fanout.all({
-              a: ({ signal }) => ((signals.a = signal), delay(40, 'a', signal)),
-              b: ({ signal }) => ((signals.b = signal), delay(40, 'b', signal)),
-              optional: {
-                run: async ({ signal }) => {
-                  signals.optional = signal;
-                  throw new Error('down');
-                },
-                fallback: 'none',
-              },
-            }),
-          );
+    const { http } = await serveRoute(async (req, res) => {
+      res.json(
+        await req.fanout.all({
+          a: ({ signal }) => ((signals.a = signal), delay(40, 'a', signal)),
+          b: ({ signal }) => ((signals.b = signal), delay(40, 'b', signal)),
+          optional: {
+            run: async ({ signal }) => {
+              signals.optional = signal;
+              throw new Error('down');
+            },
+            fallback: 'none',
+          },
         }),
-      ),
-    );
+      );
+    });
     await http.get('/').expect(200, { a: 'a', b: 'b', optional: 'none' });
     expect(signals.optional!.aborted).toBe(true);
     expect(signals.a!.aborted).toBe(false);
@@ -96,29 +84,24 @@ describe.each(expressVersions)('ctx.signal of a call’s tasks (%s)', (_version,
 
   it('a task with its own timeout is aborted alone, and settle() tasks each have their own', async () => {
     const signals: Record<string, AbortSignal> = {};
-    const { http } = await serve({}, (app) =>
-      app.get(
-        '/',
-        route(async (req, res) => {
-          const settled = await req.fanout.settle({
-            x: ({ signal }) => ((signals.x = signal), delay(30, 'x', signal)),
-            y: async ({ signal }) => {
-              signals.y = signal;
-              throw new Error('down');
-            },
-          });
-          const all = await req.fanout.all({
-            p: ({ signal }) => ((signals.p = signal), delay(60, 'p', signal)),
-            q: {
-              run: ({ signal }) => ((signals.q = signal), delay(5000, 'q', signal)),
-              timeoutMs: 20,
-              fallback: 0,
-            },
-          });
-          res.json({ x: settled.x.status, y: settled.y.status, ...all });
-        }),
-      ),
-    );
+    const { http } = await serveRoute(async (req, res) => {
+      const settled = await req.fanout.settle({
+        x: ({ signal }) => ((signals.x = signal), delay(30, 'x', signal)),
+        y: async ({ signal }) => {
+          signals.y = signal;
+          throw new Error('down');
+        },
+      });
+      const all = await req.fanout.all({
+        p: ({ signal }) => ((signals.p = signal), delay(60, 'p', signal)),
+        q: {
+          run: ({ signal }) => ((signals.q = signal), delay(5000, 'q', signal)),
+          timeoutMs: 20,
+          fallback: 0,
+        },
+      });
+      res.json({ x: settled.x.status, y: settled.y.status, ...all });
+    });
     await http.get('/').expect(200, { x: 'fulfilled', y: 'rejected', p: 'p', q: 0 });
     expect(signals.y!.aborted).toBe(true);
     expect(signals.x!.aborted).toBe(false);

@@ -17,6 +17,28 @@ const bytes = (v: number): string => (Number.isFinite(v) ? Math.round(v).toLocal
 const range = (values: number[]): string =>
   values.length ? `${fmt.ratio(Math.min(...values))} – ${fmt.ratio(Math.max(...values))}` : '—';
 
+/** A row of the hot-path table: the baseline side of a measurement. */
+const baseRow = (label: string, r: HotPathResult | undefined): string[] => [
+  label,
+  us(r?.base.usPerOp ?? NaN),
+  '1.000×',
+  '',
+  '',
+  bytes(r?.base.bytesPerOp ?? NaN),
+  '',
+];
+
+/** A row of the hot-path table: the package's side of a measurement, against its baseline in the same rounds. */
+const packageRow = (label: string, r: HotPathResult): string[] => [
+  label,
+  us(r.fanout.usPerOp),
+  fmt.ratio(r.opsRatio),
+  range(r.roundRatios),
+  us(r.extraUsPerOp),
+  bytes(r.fanout.bytesPerOp),
+  fmt.ratio(r.bytesRatio),
+];
+
 function runMicro(quick: boolean): Promise<MicroReport> {
   return new Promise((resolve, reject) => {
     const child = fork(join(benchDir, 'micro', 'run.ts'), quick ? ['--quick'] : [], {
@@ -87,48 +109,16 @@ function hotPathSection(report: MicroReport | undefined, pkg: VariantRun, base: 
           'bytes ratio',
         ],
         rows: [
-          [
-            'Promise.all',
-            us(three?.base.usPerOp ?? NaN),
-            '1.000×',
-            '',
-            '',
-            bytes(three?.base.bytesPerOp ?? NaN),
-            '',
-          ],
+          baseRow('Promise.all', three),
           ...rows.map(([label, r]) =>
             r
-              ? [
-                  label,
-                  us(r.fanout.usPerOp),
-                  fmt.ratio(r.opsRatio),
-                  range(r.roundRatios),
-                  us(r.extraUsPerOp),
-                  bytes(r.fanout.bytesPerOp),
-                  fmt.ratio(r.bytesRatio),
-                ]
+              ? packageRow(label, r)
               : [label, pkg.skipped ? `skipped: ${pkg.skipped}` : 'not run', '', '', '', '', ''],
           ),
           ...(viaExpress
             ? [
-                [
-                  'Promise.all, through Express (real req/res, no sockets)',
-                  us(viaExpress.base.usPerOp),
-                  '1.000×',
-                  '',
-                  '',
-                  bytes(viaExpress.base.bytesPerOp),
-                  '',
-                ],
-                [
-                  'req.fanout.all, through Express (real req/res, no sockets)',
-                  us(viaExpress.fanout.usPerOp),
-                  fmt.ratio(viaExpress.opsRatio),
-                  range(viaExpress.roundRatios),
-                  us(viaExpress.extraUsPerOp),
-                  bytes(viaExpress.fanout.bytesPerOp),
-                  fmt.ratio(viaExpress.bytesRatio),
-                ],
+                baseRow('Promise.all, through Express (real req/res, no sockets)', viaExpress),
+                packageRow('req.fanout.all, through Express (real req/res, no sockets)', viaExpress),
               ]
             : []),
         ],
