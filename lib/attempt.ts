@@ -39,7 +39,7 @@ export interface AttemptOwner {
   attemptTimedOut(attempt: Attempt): void;
   attemptDropped(attempt: Attempt, detail: string): void;
   /** The controller this attempt's signal shares with its call's other plain tasks, or null for its own. */
-  sharedController(attempt: Attempt): AbortController | null;
+  sharedController(): AbortController | null;
 }
 
 /** How an attempt's promise ended, as its task sees it. */
@@ -227,7 +227,7 @@ export class Attempt implements Job {
   get signal(): AbortSignal {
     let controller = this.controller;
     if (controller === null) {
-      const shared = this.task.sharedController(this);
+      const shared = this.task.sharedController();
       this.shared = shared !== null;
       controller = this.controller = shared ?? new AbortController();
       if (this.aborted && !controller.signal.aborted) controller.abort(this.abortReason);

@@ -49,26 +49,25 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
         : undefined;
     // The request's headers are read once: each read of `req` costs (Express gives every request a map of its own).
     const asked = header ? req.headers[header] : undefined;
+    let scope: Scope;
     if (outer instanceof Scope) {
       // The same instance mounted twice (app and router): the request keeps its scope, and so its budget.
       if (outer.runtime === runtime) return next();
       // Another instance below the first: its own bounds, but its clock starts at the request's first
-      // sighting, and its deadline never falls after the outer one's.
-      const scope = new Scope(runtime, req, res, outer.arrival, outer, asked);
-      if (slot) slot[SCOPE] = scope;
-      else req.fanout = scope;
-      scope.admit(null);
+      // sighting, and its deadline never falls after the outer one's. The outer one's door counted it.
+      scope = new Scope(runtime, req, res, outer.arrival, outer, asked);
+      scope.watch(null);
     } else {
       const arrival = performance.now();
       // The process's door, before anything per-request is built (door.ts).
       const shed = door?.enter(arrival, asked, budgetOf);
       if (shed) return next(shed);
-      const scope = new Scope(runtime, req, res, arrival, undefined, asked);
-      if (slot) slot[SCOPE] = scope;
-      else req.fanout = scope;
-      scope.admit(door);
+      scope = new Scope(runtime, req, res, arrival, undefined, asked);
+      scope.watch(door);
       if (asked !== undefined) reportWork(res, arrival);
     }
+    if (slot) slot[SCOPE] = scope;
+    else req.fanout = scope;
     next();
   } as FanoutMiddleware;
   let lease = loop;

@@ -36,9 +36,10 @@ type End = 'deadline' | 'disconnect' | 'finished';
 const debug = createDebug('express-fanout');
 
 /**
- * `req.fanout`: one request's helper. Creating it costs one small object; the budget, lane, deadline timer,
- * `res` listener and `Server-Timing` hook are set up on first use, so a handler that never fans out pays
- * nothing more, while its budget still counts from when the middleware saw the request.
+ * `req.fanout`: one request's helper. Creating it costs one small object and one `close` listener on the
+ * response (see {@link Scope.watch}); the budget, lane, deadline timer and `Server-Timing` hook are set up on
+ * first use, so a handler that never fans out pays nothing more, while its budget still counts from when the
+ * middleware saw the request.
  */
 export class Scope implements Fanout, CallHost {
   private active = false;
@@ -55,8 +56,6 @@ export class Scope implements Fanout, CallHost {
   private ended: End | null = null;
   /** The route's own budget, set by `budget(ms)`: it replaces the middleware's `budgetMs`. */
   private routeBudgetMs: number | undefined;
-  /** The response's 'close' (and its socket's) is watched: one listener a request, for the door and the scope. */
-  private listening = false;
   /** The door that counts this request in flight, until its response ends. */
   private door: Door | null = null;
 
@@ -215,29 +214,23 @@ export class Scope implements Fanout, CallHost {
   }
 
   /**
-   * From the middleware: the response's end is watched from now on (so that `req.fanout` can be found on the
-   * socket), and the process's door, if given, counts the request in flight until then, once. A response
-   * already over (an async middleware before this one let it end, or the client go) is neither: its 'close'
-   * has come and gone.
+   * From the middleware, once: the response's end is watched from now on, by one 'close' listener that serves
+   * the scope and the process's door (which, if given, counts the request in flight until then), and the
+   * request is listed on its socket (where `req.fanout` is found again if its slot is gone). `on`, not `once`: a
+   * response closes once, and once's wrapper cost two more allocations a request. A pipelined request waits
+   * behind the one being answered, and its `res` sees no 'close' when the client goes: the socket's does.
+   *
+   * A response already over (an async middleware before this one let it end, or the client go) has had its
+   * 'close': the request is over at once, and not counted.
    */
-  admit(door: Door | null): void {
+  watch(door: Door | null): void {
     const socket = this.req.socket as Socket | null;
-    if (this.res.writableEnded || this.res.destroyed || socket?.destroyed) return;
+    if (this.res.writableEnded) return this.end('finished');
+    if (this.res.destroyed || socket?.destroyed) return this.end('disconnect');
     if (door !== null) {
       door.entered(this.arrival);
       this.door = door;
     }
-    this.listen(socket);
-  }
-
-  /**
-   * One 'close' listener on the response: `on`, not `once` (a response closes once, and once's wrapper cost two
-   * more allocations a request). A pipelined request waits behind the one being answered, and its `res` sees no
-   * 'close' when the client goes: the socket's does. A closed socket means every request on it is gone.
-   */
-  private listen(socket: Socket | null): void {
-    if (this.listening) return;
-    this.listening = true;
     this.res.on('close', () => this.closed());
     if (socket) watchSocket(socket, this);
   }
@@ -249,16 +242,8 @@ export class Scope implements Fanout, CallHost {
     this.lane = new Lane(this.arrival, this.runtime.nextLaneId++);
     this.calls = [];
     this.armDeadline();
-    if (this.listening) {
-      // Watched since the door admitted it: a 'close' that came meanwhile has ended the request already.
-      if (this.ended !== null) this.timer = clear(this.timer);
-    } else {
-      // The response may be over before the handler first used `req.fanout`: its 'close' has come and gone.
-      const socket = this.req.socket as Socket | null;
-      if (this.res.writableEnded) this.end('finished');
-      else if (this.res.destroyed || socket?.destroyed) this.end('disconnect');
-      else this.listen(socket);
-    }
+    // A request already over (its response ended or its client left before the first use) keeps no timer.
+    if (this.ended !== null) this.timer = clear(this.timer);
     const timing = options.serverTiming;
     if (timing && !this.res.headersSent) {
       onHeaders(this.res, () => {

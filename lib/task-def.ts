@@ -23,6 +23,11 @@ export interface TaskDef {
   skipWhenLate: boolean;
   /** The dependency whose bulkhead it uses (`undefined`: its name's). */
   dependency: string | undefined;
+  /**
+   * Required, with no policy of its own (no timeout, attempt timeout, retries, hedge, key or fallback): in an
+   * `all()` its one attempt ends only with the whole call, so it may share the call's signal (task.ts).
+   */
+  plain: boolean;
 }
 
 export interface RetryPolicy {
@@ -125,6 +130,7 @@ function parseAll(tasks: object): TaskDef[] {
         key: undefined,
         skipWhenLate: false,
         dependency: undefined,
+        plain: true,
       };
       continue;
     }
@@ -215,24 +221,34 @@ function parseSpec(name: string, task: unknown): TaskDef {
         `Expected \`dependency\` to be a non-empty string of at most ${MAX_DEPENDENCY_LENGTH} characters, got ${describe(dependency)}`,
       );
     }
+    const timeoutMs = spec.timeoutMs === undefined ? undefined : integer('timeoutMs', spec.timeoutMs, 1);
+    const retries = parseRetries(spec.retries);
+    const attemptTimeoutMs =
+      spec.attemptTimeoutMs === undefined ? undefined : integer('attemptTimeoutMs', spec.attemptTimeoutMs, 1);
+    const key = spec.key as string | undefined;
     return {
       name,
       run: spec.limit === undefined ? (spec.run as TaskFn) : limitedRun(spec.limit, spec.run as TaskFn),
-      timeoutMs: spec.timeoutMs === undefined ? undefined : integer('timeoutMs', spec.timeoutMs, 1),
+      timeoutMs,
       hasFallback,
       fallback: spec.fallback,
       after: NONE,
-      retries: parseRetries(spec.retries),
-      attemptTimeoutMs:
-        spec.attemptTimeoutMs === undefined
-          ? undefined
-          : integer('attemptTimeoutMs', spec.attemptTimeoutMs, 1),
+      retries,
+      attemptTimeoutMs,
       hedgeMs: hedge.ms,
       hedgeQuantile: hedge.quantile,
       hedges: spec.hedges === undefined ? 1 : integer('hedges', spec.hedges, 1, 10),
-      key: spec.key as string | undefined,
+      key,
       skipWhenLate: hasFallback && spec.skipWhenLate !== false,
       dependency: dependency as string | undefined,
+      plain:
+        !hasFallback &&
+        timeoutMs === undefined &&
+        attemptTimeoutMs === undefined &&
+        retries === undefined &&
+        hedge.ms === undefined &&
+        hedge.quantile === undefined &&
+        key === undefined,
     };
   });
 }

@@ -115,12 +115,12 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   /** A task that only waits on a worker thread (`req.fanout.worker()`): it takes a thread's slot, no IO slot. */
   readonly slotless: boolean;
   /**
-   * A required task of an `all()` with no policy of its own (no timeout, retry, hedge, key or fallback): its
-   * attempt can only be aborted with the whole call (a failure fails the call fast, the deadline and the client
-   * end every task), so its `ctx.signal` is the call's shared one. An AbortController costs Node 20 ~3 µs and a
-   * first listener on its signal ~2 µs more: one per call, not one per task.
+   * A plain task (`TaskDef.plain`) of an `all()` of several tasks: its one attempt can only be aborted with the
+   * whole call (a failure fails the call fast, the deadline and the client end every task), so its `ctx.signal`
+   * is the call's shared one. An AbortController costs Node 20 ~3 µs and a first listener on its signal ~2 µs
+   * more: one per call, not one per task.
    */
-  private readonly plain: boolean;
+  private readonly sharesSignal: boolean;
 
   constructor(
     readonly host: TaskHost,
@@ -135,21 +135,15 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     const scheduler = host.scope.runtime.scheduler;
     this.bulkhead = this.slotless ? scheduler.base : scheduler.bulkhead(def.dependency ?? def.name);
     this.probe = host.scope.runtime.observed ? host.scope.runtime.probe(this) : null;
-    this.plain =
-      host.shares &&
-      !this.slotless &&
-      !def.hasFallback &&
-      def.timeoutMs === undefined &&
-      def.attemptTimeoutMs === undefined &&
-      def.retries === undefined &&
-      def.hedgeMs === undefined &&
-      def.hedgeQuantile === undefined &&
-      def.key === undefined;
+    this.sharesSignal = host.shares && def.plain && !this.slotless;
   }
 
-  /** The controller of `attempt`'s `ctx.signal` when it is the call's shared one (see {@link plain}), else null. */
-  sharedController(attempt: Attempt): AbortController | null {
-    return this.plain && attempt.index === 0 && !attempt.hedge ? this.host.sharedController() : null;
+  /**
+   * The controller of its attempt's `ctx.signal` when it is the call's shared one (see {@link sharesSignal}),
+   * else null. A plain task makes one attempt only: no retry, no hedge.
+   */
+  sharedController(): AbortController | null {
+    return this.sharesSignal ? this.host.sharedController() : null;
   }
 
   get name(): string {

@@ -1,39 +1,9 @@
 import type { RequestHandler } from 'express';
-import { fanout, gather, type FanoutStats } from 'express-fanout';
+import { fanout, gather } from 'express-fanout';
+import { zeroStats } from '../fixtures/zero-stats';
 import { deferred, delay, never, sleep, waitFor, within, isSettled } from './helpers/async';
 import { expressVersions } from './helpers/express-versions';
 import { report, route, timed, useHarness } from './helpers/harness';
-
-const zeroStats: FanoutStats = {
-  running: 0,
-  queued: 0,
-  limit: 32,
-  completed: 0,
-  failed: 0,
-  timedOut: 0,
-  aborted: 0,
-  shed: 0,
-  abandoned: 0,
-  retries: 0,
-  retriesDenied: 0,
-  hedges: 0,
-  hedgeWins: 0,
-  coalesced: 0,
-  skipped: 0,
-  limitAcquired: 0,
-  limitFailOpen: 0,
-  dependencies: {},
-  workers: { busy: 0, idle: 0, pending: 0, shed: 0, terminated: 0, crashed: 0 },
-  transit: {},
-  // The loop's readings are live; the door has shed nothing.
-  eventLoop: {
-    delayMs: expect.any(Number),
-    utilization: expect.any(Number),
-    shedding: false,
-    shed: 0,
-    inFlight: 0,
-  },
-};
 
 describe.each(expressVersions)('middleware (%s)', (_version, express) => {
   const { serve } = useHarness(express);

@@ -2,25 +2,8 @@ import fc from 'fast-check';
 import { parseTasks } from '../../lib/task-def';
 import { ADAPTIVE_DEFAULTS } from '../../lib/adaptive-limit';
 import { ADMISSION_DEFAULTS } from '../../lib/admission';
-import { Lane, OVERFLOW_DEPENDENCY, Scheduler, type Bulkhead, type Job } from '../../lib/scheduler';
-
-/** A job of one dependency that records when it starts; the test releases it by hand. */
-class DepJob implements Job {
-  nextJob: Job | null = null;
-  prevJob: Job | null = null;
-  queued = false;
-  started = false;
-  constructor(
-    readonly lane: Lane,
-    readonly bulkhead: Bulkhead,
-    readonly label: string,
-    private readonly log: string[],
-  ) {}
-  start(): void {
-    this.started = true;
-    this.log.push(this.label);
-  }
-}
+import { Lane, OVERFLOW_DEPENDENCY, Scheduler } from '../../lib/scheduler';
+import { TestJob } from './helpers/test-job';
 
 /** A scheduler with a bulkhead per dependency, each limited to `perDependency` (a fixed adaptive range). */
 function setup(o: { ceiling: number; perDependency: number; perRequest: number; maxQueue?: number }) {
@@ -33,7 +16,7 @@ function setup(o: { ceiling: number; perDependency: number; perRequest: number; 
   let id = 0;
   const lane = (arrival: number) => new Lane(arrival, id++);
   const job = (l: Lane, dependency: string, label: string) =>
-    new DepJob(l, scheduler.bulkhead(dependency), label, log);
+    new TestJob(l, label, log, scheduler.bulkhead(dependency));
   return { scheduler, log, lane, job };
 }
 
@@ -164,8 +147,8 @@ describe('Scheduler with a bulkhead per dependency', () => {
         (ops) => {
           const { scheduler, lane, job } = setup({ ceiling: 4, perDependency: 2, perRequest: 2 });
           const lanes = Array.from({ length: 5 }, (_, i) => lane(i));
-          const running: DepJob[] = [];
-          const waiting: DepJob[] = [];
+          const running: TestJob[] = [];
+          const waiting: TestJob[] = [];
           for (const o of ops) {
             if (o.op === 'submit') {
               const j = job(lanes[o.request]!, o.dependency, 'x');
@@ -188,7 +171,7 @@ describe('Scheduler with a bulkhead per dependency', () => {
             // Work conservation: nobody waits for a slot that is free everywhere it needs one.
             for (const w of waiting) {
               const free =
-                scheduler.running < 4 && w.bulkhead.running < w.bulkhead.limit && w.lane.running < 2;
+                scheduler.running < 4 && w.bulkhead!.running < w.bulkhead!.limit && w.lane.running < 2;
               expect(free).toBe(false);
             }
           }

@@ -1,22 +1,6 @@
 import fc from 'fast-check';
 import { Lane, Scheduler, type Job } from '../../lib/scheduler';
-
-/** A job that records when it starts; the test releases it by hand. */
-class TestJob implements Job {
-  nextJob: Job | null = null;
-  prevJob: Job | null = null;
-  queued = false;
-  started = false;
-  constructor(
-    readonly lane: Lane,
-    readonly label: string,
-    private readonly log: string[],
-  ) {}
-  start(): void {
-    this.started = true;
-    this.log.push(this.label);
-  }
-}
+import { TestJob } from './helpers/test-job';
 
 function setup(concurrency: number, perRequest: number, maxQueue: number) {
   const scheduler = new Scheduler(concurrency, perRequest, maxQueue);
