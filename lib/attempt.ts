@@ -35,7 +35,8 @@ export interface AttemptOwner {
   attemptStarted(attempt: Attempt): void;
   /** A `worker()` call of this attempt got its thread after waiting `waitMs`. */
   threadStarted(attempt: Attempt, waitMs: number): void;
-  attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void;
+  /** `now`: when it settled, performance ms. */
+  attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown, now: number): void;
   attemptTimedOut(attempt: Attempt): void;
   attemptDropped(attempt: Attempt, detail: string): void;
   /** The controller this attempt's signal shares with its call's other plain tasks, or null for its own. */
@@ -174,12 +175,14 @@ export class Attempt implements Job {
         }
       }
       this.running = false;
-      this.releaseSlot();
+      // One clock read for the slot's latency sample and the task's.
+      const now = performance.now();
+      this.releaseSlot(now);
       if (this.disposals !== null) for (const dispose of this.disposals.splice(0)) dispose();
       if (!this.ended) {
         this.ended = true;
         this.timer = clear(this.timer);
-        this.task.attemptSettled(this, status, valueOrError);
+        this.task.attemptSettled(this, status, valueOrError, now);
       }
     } finally {
       scheduler.resume();
@@ -322,12 +325,16 @@ export class Attempt implements Job {
     return this.retaking;
   }
 
-  private releaseSlot(): void {
+  /** `now`: the caller's clock read, if it has one. */
+  private releaseSlot(now?: number): void {
     if (!this.holdsSlot) return;
     this.holdsSlot = false;
-    this.graceTimer = clear(this.graceTimer);
-    this.task.runtime.graced.delete(this);
-    this.task.runtime.scheduler.release(this.task.lane, this);
+    const runtime = this.task.runtime;
+    if (this.graceTimer !== null) {
+      this.graceTimer = clear(this.graceTimer);
+      runtime.graced.delete(this);
+    }
+    runtime.scheduler.release(this.task.lane, this, undefined, now);
   }
 
   private startGrace(): void {

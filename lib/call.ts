@@ -57,6 +57,8 @@ export class Call implements TaskHost {
   /** An `all()` of several tasks: its plain tasks share one abort controller (task.ts `plain`). */
   readonly shares: boolean;
   private controller: AbortController | null = null;
+  /** When it was made, performance ms (its tasks' first submissions follow at once: see `begin`). */
+  private readonly madeAt: number;
 
   constructor(
     readonly scope: CallHost,
@@ -68,7 +70,7 @@ export class Call implements TaskHost {
       this.resolve = resolve;
       this.reject = reject;
     });
-    const now = performance.now();
+    const now = (this.madeAt = performance.now());
     let deadline = scope.deadlineAt;
     if (budgetMs !== undefined && now + budgetMs < deadline) {
       deadline = now + budgetMs;
@@ -101,7 +103,9 @@ export class Call implements TaskHost {
     if (this.remaining === 0) return this.finish();
     const tasks = this.tasks;
     if (this.mode === 'all' && tasks.length > 1 && this.admitWhole()) return;
-    for (const task of tasks) if (task.pendingDeps === 0) task.submit();
+    // The constructor's clock read, a moment ago: one read for all of them.
+    const now = this.madeAt;
+    for (const task of tasks) if (task.pendingDeps === 0) task.submit(now);
   }
 
   /**
@@ -135,7 +139,7 @@ export class Call implements TaskHost {
     // Room per dependency (each has its own bulkhead): a saturated one must not shed a call for tasks that go
     // elsewhere. Each bulkhead's tally is marked with this turn, so a call of many dependencies stays O(tasks).
     const turn = ++admissionTurn;
-    const now = performance.now();
+    const now = this.madeAt;
     const groups: Bulkhead[] = [];
     let fits = true;
     let required = 0;
@@ -181,9 +185,9 @@ export class Call implements TaskHost {
       }
     }
     if (short === undefined) {
-      for (const task of tasks) if (isRequired(task)) task.submit();
+      for (const task of tasks) if (isRequired(task)) task.submit(now);
       // Then the optional ones (those that find no room take their fallback) and those that need no IO slot.
-      for (const task of tasks) if (task.pendingDeps === 0 && !isRequired(task)) task.submit();
+      for (const task of tasks) if (task.pendingDeps === 0 && !isRequired(task)) task.submit(now);
       return true;
     }
     // The required tasks beyond their dependency's room, in the call's order.

@@ -38,7 +38,8 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
     // A request of http's has the accessor (its scope lives in `slotOf(req)`); another (a test's plain object)
     // keeps `req.fanout` as its own property.
     const http = req instanceof IncomingMessage;
-    const slot = http ? slotOf(req) : undefined;
+    // `res.locals` as `slotOf(req)` finds it through `req.res`: one read of a response less.
+    const slot = http ? slotIn(req, res) : undefined;
     // Own checks only: a missing symbol read would walk the whole prototype chain (Express, http, stream).
     const outer = slot
       ? Object.hasOwn(slot, SCOPE)
@@ -98,7 +99,12 @@ type Carrier = { [SCOPE]?: unknown };
  * request, the package's most expensive line (a WeakMap costs less to write but more to collect).
  */
 function slotOf(req: object): Carrier {
-  const locals = (req as { res?: { locals?: unknown } }).res?.locals;
+  return slotIn(req, (req as { res?: object }).res);
+}
+
+/** {@link slotOf} with the response at hand. */
+function slotIn(req: object, res: object | undefined): Carrier {
+  const locals = (res as { locals?: unknown } | undefined)?.locals;
   return typeof locals === 'object' && locals !== null ? (locals as Carrier) : (req as Carrier);
 }
 

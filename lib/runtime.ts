@@ -1,6 +1,7 @@
 import createDebug from 'debug';
 import type { ResolvedOptions } from './options';
 import { performance } from 'node:perf_hooks';
+import { DeadlineQueue } from './deadline';
 import { FleetLimits } from './fleet-limit';
 import { Admission } from './admission';
 import { acquireLoopMonitor, type LoopMonitorLease } from './loop-monitor';
@@ -69,6 +70,8 @@ export class Runtime {
   private closing: Promise<void> | null = null;
   /** Attempts aborted while running that keep their slot until they settle or their grace ends (attempt.ts). */
   readonly graced = new Set<{ writeOff(): void }>();
+  /** The requests' deadlines, under one timer (deadline.ts). */
+  readonly deadlines = new DeadlineQueue();
   readonly counters = {
     completed: 0,
     failed: 0,

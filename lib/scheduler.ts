@@ -91,6 +91,8 @@ export class Scheduler {
   private readonly partition: Required<NonNullable<SchedulerPolicy['partition']>> | null;
   private readonly loop: LoopMonitor | null;
   private readonly now: () => number;
+  /** The clock is `performance.now()` (not a test's): a caller's own read of it may stand in for one. */
+  private readonly realClock: boolean;
   /** Slots are timed (admission or an adaptive limit): the job's start is noted and its release sampled. */
   private readonly timed: boolean;
   /** Why the last submission was shed, for {@link shedDetail}. */
@@ -107,6 +109,7 @@ export class Scheduler {
     policy: SchedulerPolicy = {},
   ) {
     this.now = policy.now ?? performance.now.bind(performance);
+    this.realClock = policy.now === undefined;
     const p = policy.partition;
     this.partition = p ? { maxDependencies: MAX_DEPENDENCIES, ...p } : null;
     this.base = new Bulkhead('', concurrency, policy.adaptive ?? null, policy.admission ?? null);
@@ -312,13 +315,14 @@ export class Scheduler {
 
   /**
    * A job gave its slots back (it settled, or was written off after its grace period). Without `job` (a slot
-   * taken back and returned unused), `bulkhead` says whose it was, and nothing is sampled.
+   * taken back and returned unused), `bulkhead` says whose it was, and nothing is sampled. `now`: the caller's
+   * `performance.now()` read, if it just made one.
    */
-  release(lane: Lane, job?: Job, bulkhead?: Bulkhead): void {
+  release(lane: Lane, job?: Job, bulkhead?: Bulkhead, now?: number): void {
     const b = job?.bulkhead ?? bulkhead ?? this.base;
     const inFlight = b.running;
     this.give(lane, b);
-    if (this.timed && job?.startedAt !== undefined) this.sample(job, b, job.startedAt, inFlight);
+    if (this.timed && job?.startedAt !== undefined) this.sample(job, b, job.startedAt, inFlight, now);
     this.pump();
     this.notifyIfIdle();
   }
@@ -396,8 +400,9 @@ export class Scheduler {
   }
 
   /** A slot held since `startedAt` was freed: feeds the drain rate, the service time and the adaptive limit. */
-  private sample(job: Job, b: Bulkhead, startedAt: number, inFlight: number): void {
-    const now = this.now();
+  private sample(job: Job, b: Bulkhead, startedAt: number, inFlight: number, at?: number): void {
+    // The caller's clock read, unless the scheduler runs on a clock of its own (a test's).
+    const now = at !== undefined && this.realClock ? at : this.now();
     const held = now - startedAt; // NaN for a job that lent its slot meanwhile: not a sample of the downstream
     b.admission?.released(now, held, b.queued > 0, job.name);
     const adaptive = b.adaptive;

@@ -5,16 +5,16 @@ import type { Socket } from 'node:net';
 import onHeaders from 'on-headers';
 import { requestBudget } from './budget-header';
 import { Call, round, type CallHost, type Mode } from './call';
-import { clear, epochOf, remaining, timerAt } from './deadline';
+import { clear, epochOf, remaining, timerAt, type Due } from './deadline';
 import { BudgetExceededError, ClientClosedError, FanoutError, list, quietly } from './errors';
 import { describe, integer, rejectUnknown } from './validate';
 import type { Door } from './door';
 import type { Runtime } from './runtime';
 import { Lane } from './scheduler';
 import { MAX_BYTES, serverTimingOf } from './observe/server-timing';
-import { parseTasks } from './task-def';
+import { parseTasks, workerOnly } from './task-def';
 import { originArgument } from './transit';
-import { workerOnly, type TaskRun } from './task';
+import type { TaskRun } from './task';
 import type {
   CallOptions,
   CheckedTasks,
@@ -41,7 +41,7 @@ const debug = createDebug('express-fanout');
  * first use, so a handler that never fans out pays nothing more, while its budget still counts from when the
  * middleware saw the request.
  */
-export class Scope implements Fanout, CallHost {
+export class Scope implements Fanout, CallHost, Due {
   private active = false;
   budgetMs = 0;
   /** The request deadline in `performance.now()` ms. */
@@ -51,13 +51,20 @@ export class Scope implements Fanout, CallHost {
   readonly tasks: TaskRun[] = [];
   /** The calls still running (an array: a request has one or two at a time, where a Set cost more). */
   private calls: Call[] | null = null;
+  /** Its deadline's own timer, when the middleware's queue of deadlines refused it (see {@link armDeadline}). */
   private timer: NodeJS.Timeout | null = null;
+  /** Its links in the middleware's queue of deadlines (deadline.ts), while it is in. */
+  nextDue: Due | null = null;
+  prevDue: Due | null = null;
+  queuedDue = false;
   private controller: AbortController | null = null;
   private ended: End | null = null;
   /** The route's own budget, set by `budget(ms)`: it replaces the middleware's `budgetMs`. */
   private routeBudgetMs: number | undefined;
   /** The door that counts this request in flight, until its response ends. */
   private door: Door | null = null;
+  /** The request's socket, read once by {@link watch} (each read of `req` costs: see `responseEnded`). */
+  private socket: Socket | null = null;
 
   constructor(
     readonly runtime: Runtime,
@@ -185,6 +192,11 @@ export class Scope implements Fanout, CallHost {
   untrack(call: Call): void {
     const calls = this.calls;
     if (calls === null) return;
+    // The usual case first: the last call made is the one ending.
+    if (calls[calls.length - 1] === call) {
+      calls.pop();
+      return;
+    }
     const at = calls.indexOf(call);
     if (at >= 0) calls.splice(at, 1);
   }
@@ -224,14 +236,15 @@ export class Scope implements Fanout, CallHost {
    * 'close': the request is over at once, and not counted.
    */
   watch(door: Door | null): void {
-    const socket = this.req.socket as Socket | null;
-    if (this.res.writableEnded) return this.end('finished');
-    if (this.res.destroyed || socket?.destroyed) return this.end('disconnect');
+    const res = this.res;
+    const socket = (this.socket = this.req.socket as Socket | null);
+    if (responseEnded(res)) return this.end('finished');
+    if (res.destroyed || socket?.destroyed) return this.end('disconnect');
     if (door !== null) {
       door.entered(this.arrival);
       this.door = door;
     }
-    this.res.on('close', () => this.closed());
+    res.on('close', () => this.closed());
     if (socket) watchSocket(socket, this);
   }
 
@@ -243,7 +256,7 @@ export class Scope implements Fanout, CallHost {
     this.calls = [];
     this.armDeadline();
     // A request already over (its response ended or its client left before the first use) keeps no timer.
-    if (this.ended !== null) this.timer = clear(this.timer);
+    if (this.ended !== null) this.disarm();
     const timing = options.serverTiming;
     if (timing && !this.res.headersSent) {
       onHeaders(this.res, () => {
@@ -287,8 +300,10 @@ export class Scope implements Fanout, CallHost {
       }
     }
     const left = this.deadlineAt - performance.now();
-    if (left > 0) this.timer = timerAt(this.deadlineAt, onDeadline, this);
-    else this.end('deadline');
+    // The middleware's one timer for its requests' deadlines, or one of its own for a deadline out of turn.
+    if (left > 0) {
+      if (!this.runtime.deadlines.add(this)) this.timer = timerAt(this.deadlineAt, onDeadline, this);
+    } else this.end('deadline');
   }
 
   /**
@@ -302,7 +317,7 @@ export class Scope implements Fanout, CallHost {
     this.outer?.setBudget(ms);
     this.routeBudgetMs = ms;
     if (this.active) {
-      this.timer = clear(this.timer);
+      this.disarm();
       this.armDeadline();
     }
     return undefined;
@@ -323,21 +338,32 @@ export class Scope implements Fanout, CallHost {
     return false;
   }
 
+  /** Its deadline came, in the middleware's queue of deadlines (which has taken it out). */
+  expire(): void {
+    this.end('deadline');
+  }
+
+  /** Its deadline is no longer timed: its own timer cleared, or out of the queue. */
+  private disarm(): void {
+    if (this.timer !== null) this.timer = clear(this.timer);
+    else if (this.queuedDue) this.runtime.deadlines.remove(this);
+  }
+
   /** The response closed, or its socket did: finished if it was written in full, the client gone otherwise. */
   closed(): void {
-    const socket = this.req.socket as Socket | null;
+    const socket = this.socket;
     if (socket) unwatchSocket(socket, this);
     const door = this.door;
     if (door !== null) {
       this.door = null;
       door.left(performance.now(), this.arrival);
     }
-    this.end(this.res.writableEnded ? 'finished' : 'disconnect');
+    this.end(responseEnded(this.res) ? 'finished' : 'disconnect');
   }
 
   /** The deadline passed, the client left or the response went out: end whatever is still pending. */
   end(reason: End): void {
-    this.timer = clear(this.timer);
+    this.disarm();
     if (this.ended === 'disconnect' || this.ended === 'finished') return;
     if (this.ended === 'deadline' && reason === 'finished') {
       this.ended = reason;
@@ -388,6 +414,17 @@ function callBudget(options: unknown): number | undefined {
   rejectUnknown(options, CALL_OPTIONS);
   const { budgetMs } = options as CallOptions;
   return budgetMs === undefined ? undefined : integer('budgetMs', budgetMs, 1);
+}
+
+/**
+ * `res.writableEnded`, read where it is kept: `finished`, an own field of every `http.ServerResponse` (the
+ * getter only returns it). Express gives each response a hidden class of its own, so each property read on it
+ * is a lookup the engine's caches do not hold, and a getter's is a walk up three prototypes; a response of
+ * another kind (a test's) keeps `writableEnded`.
+ */
+function responseEnded(res: ServerResponse): boolean {
+  const finished = (res as { finished?: unknown }).finished;
+  return typeof finished === 'boolean' ? finished : res.writableEnded;
 }
 
 function onDeadline(scope: Scope): void {

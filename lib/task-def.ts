@@ -28,6 +28,8 @@ export interface TaskDef {
    * `all()` its one attempt ends only with the whole call, so it may share the call's signal (task.ts).
    */
   plain: boolean;
+  /** It only calls a worker (`req.fanout.worker()`): it takes a thread's slot and no IO slot (see {@link workerOnly}). */
+  slotless: boolean;
 }
 
 export interface RetryPolicy {
@@ -131,6 +133,7 @@ function parseAll(tasks: object): TaskDef[] {
         skipWhenLate: false,
         dependency: undefined,
         plain: true,
+        slotless: WORKER_ONLY.has(task),
       };
       continue;
     }
@@ -226,9 +229,10 @@ function parseSpec(name: string, task: unknown): TaskDef {
     const attemptTimeoutMs =
       spec.attemptTimeoutMs === undefined ? undefined : integer('attemptTimeoutMs', spec.attemptTimeoutMs, 1);
     const key = spec.key as string | undefined;
+    const run = spec.limit === undefined ? (spec.run as TaskFn) : limitedRun(spec.limit, spec.run as TaskFn);
     return {
       name,
-      run: spec.limit === undefined ? (spec.run as TaskFn) : limitedRun(spec.limit, spec.run as TaskFn),
+      run,
       timeoutMs,
       hasFallback,
       fallback: spec.fallback,
@@ -249,8 +253,18 @@ function parseSpec(name: string, task: unknown): TaskDef {
         hedge.ms === undefined &&
         hedge.quantile === undefined &&
         key === undefined,
+      slotless: WORKER_ONLY.has(run),
     };
   });
+}
+
+/** `run` functions of `req.fanout.worker()` tasks, which need no IO slot (see {@link workerOnly}). */
+const WORKER_ONLY = new WeakSet<object>();
+
+/** Marks `run` as a task that only calls a worker: it takes a thread's slot and no IO slot. */
+export function workerOnly<F extends object>(run: F): F {
+  WORKER_ONLY.add(run);
+  return run;
 }
 
 /** `retries: 2` or `retries: { max: 2, backoffMs: 20, retryOn: (error) => … }`; `0` is no retry. */

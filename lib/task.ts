@@ -130,7 +130,7 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   ) {
     this.submittedAt = now;
     this.deadline = host.deadline;
-    this.slotless = WORKER_ONLY.has(def.run);
+    this.slotless = def.slotless;
     // A task that only calls a worker takes no IO slot: no bulkhead of its own (the worker pool admits it).
     const scheduler = host.scope.runtime.scheduler;
     this.bulkhead = this.slotless ? scheduler.base : scheduler.bulkhead(def.dependency ?? def.name);
@@ -167,11 +167,14 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
     return this.flight === null ? this.deadline : this.flight.deadline;
   }
 
-  /** Dependencies resolved: skip, join a shared execution, or ask for a slot within the deadline. */
-  submit(): void {
+  /**
+   * Dependencies resolved: skip, join a shared execution, or ask for a slot within the deadline. `now`: the
+   * caller's clock read, when it just made one (a call submitting its first tasks reads the clock once).
+   */
+  submit(now = performance.now()): void {
     if (this.state !== 'waiting') return;
     const scope = this.host.scope;
-    const now = (this.submittedAt = performance.now());
+    this.submittedAt = now;
     const def = this.def;
     const deadline = (this.deadline = within(this.deadline, now, def.timeoutMs));
     const ended = scope.ending(this.name);
@@ -251,11 +254,10 @@ export class TaskRun implements FlightWaiter, AttemptOwner {
   }
 
   /** An attempt's promise settled before anything ended it. */
-  attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown): void {
+  attemptSettled(attempt: Attempt, status: AttemptStatus, valueOrError: unknown, now: number): void {
     this.forget(attempt);
     if (status === 'fulfilled') {
       const runtime = this.runtime;
-      const now = performance.now();
       runtime.fulfilled(this.name, now - attempt.ranAt, now);
       if (attempt.hedge) runtime.counters.hedgeWins++;
       if (this.attempt !== null || this.extra !== null) {
@@ -498,15 +500,6 @@ function onBackoff(task: TaskRun): void {
 
 function onHedge(task: TaskRun): void {
   task.hedge();
-}
-
-/** `run` functions of `req.fanout.worker()` tasks, which need no IO slot (see {@link workerOnly}). */
-const WORKER_ONLY = new WeakSet<object>();
-
-/** Marks `run` as a task that only calls a worker: it takes a thread's slot and no IO slot. */
-export function workerOnly<F extends object>(run: F): F {
-  WORKER_ONLY.add(run);
-  return run;
 }
 
 const EMPTY: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
