@@ -88,6 +88,8 @@ export class Scheduler {
   private idleWaiters: (() => void)[] = [];
   /** While > 0, freed slots are not handed out (see {@link hold}). */
   private holds = 0;
+  /** The clock read of a release made while held, for the hand-out at {@link resume} (µs later). */
+  private heldAt: number | undefined = undefined;
   private readonly partition: Required<NonNullable<SchedulerPolicy['partition']>> | null;
   private readonly loop: LoopMonitor | null;
   private readonly now: () => number;
@@ -323,7 +325,9 @@ export class Scheduler {
     const inFlight = b.running;
     this.give(lane, b);
     if (this.timed && job?.startedAt !== undefined) this.sample(job, b, job.startedAt, inFlight, now);
-    this.pump();
+    // Held (an attempt's end is being applied): the hand-out waits for resume(), which may use this read.
+    if (this.holds > 0) this.heldAt = now;
+    this.pump(now);
     this.notifyIfIdle();
   }
 
@@ -338,7 +342,9 @@ export class Scheduler {
 
   resume(): void {
     if (--this.holds > 0) return;
-    this.pump();
+    const at = this.heldAt;
+    this.heldAt = undefined;
+    this.pump(at);
     this.notifyIfIdle();
   }
 
@@ -456,9 +462,10 @@ export class Scheduler {
   }
 
   /** Hands out free slots: to the bulkhead with room whose oldest eligible request arrived first, until none. */
-  private pump(): void {
+  /** `at`: the caller's `performance.now()` read, if it just made one. */
+  private pump(at?: number): void {
     if (this.holds > 0 || this.active.length === 0) return;
-    let now = Number.NaN;
+    let now = at !== undefined && this.realClock ? at : Number.NaN;
     while (this.running < this.concurrency) {
       const b = this.next();
       if (b === null) break;
