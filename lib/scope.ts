@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import createDebug from 'debug';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { channel, type Channel } from 'node:diagnostics_channel';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import onHeaders from 'on-headers';
 import { requestBudget } from './budget-header';
@@ -36,10 +37,10 @@ type End = 'deadline' | 'disconnect' | 'finished';
 const debug = createDebug('express-fanout');
 
 /**
- * `req.fanout`: one request's helper. Creating it costs one small object and one `close` listener on the
- * response (see {@link Scope.watch}); the budget, lane, deadline timer and `Server-Timing` hook are set up on
- * first use, so a handler that never fans out pays nothing more, while its budget still counts from when the
- * middleware saw the request.
+ * `req.fanout`: one request's helper. Creating it costs one small object, and nothing on the response when
+ * Node's HTTP server parsed the request (see {@link Scope.watch}); the budget, lane, deadline timer and
+ * `Server-Timing` hook are set up on first use, so a handler that never fans out pays nothing more, while its
+ * budget still counts from when the middleware saw the request.
  */
 export class Scope implements Fanout, CallHost, Due {
   private active = false;
@@ -226,14 +227,19 @@ export class Scope implements Fanout, CallHost, Due {
   }
 
   /**
-   * From the middleware, once: the response's end is watched from now on, by one 'close' listener that serves
-   * the scope and the process's door (which, if given, counts the request in flight until then), and the
-   * request is listed on its socket (where `req.fanout` is found again if its slot is gone). `on`, not `once`: a
-   * response closes once, and once's wrapper cost two more allocations a request. A pipelined request waits
-   * behind the one being answered, and its `res` sees no 'close' when the client goes: the socket's does.
+   * From the middleware, once: the response's end is watched from now on, for the scope and the process's door
+   * (which, if given, counts the request in flight until then), and the request is listed on its socket (where
+   * `req.fanout` is found again if its slot is gone). A request that Node's HTTP server parsed needs no listener
+   * of its own: the server publishes every response's end on the `http.server.response.finish` diagnostics
+   * channel, which one subscriber for the process hears (see {@link onResponseFinish}), and the socket's one
+   * 'close' listener hears a client that leaves first. A request from elsewhere (a test's objects, an adapter
+   * such as serverless-http that calls Express without a server) gets a 'close' listener on its response; `on`,
+   * not `once`: a response closes once, and once's wrapper cost two more allocations a request. A pipelined
+   * request waits behind the one being answered, and its `res` sees no 'close' when the client goes: the
+   * socket's does.
    *
    * A response already over (an async middleware before this one let it end, or the client go) has had its
-   * 'close': the request is over at once, and not counted.
+   * end: the request is over at once, and not counted.
    */
   watch(door: Door | null): void {
     const res = this.res;
@@ -244,7 +250,10 @@ export class Scope implements Fanout, CallHost, Due {
       door.entered(this.arrival);
       this.door = door;
     }
-    res.on('close', () => this.closed());
+    // Until the channel has ended a request in this process, a listener too (closed() runs once either way).
+    const served = socket !== null && servedByNode(socket, res);
+    if (served) hearResponseEnds();
+    if (!served || responseFinish[PROVEN] !== true) res.on('close', () => this.closed());
     if (socket) watchSocket(socket, this);
   }
 
@@ -427,6 +436,61 @@ function responseEnded(res: ServerResponse): boolean {
   return typeof finished === 'boolean' ? finished : res.writableEnded;
 }
 
+/**
+ * The request came through Node's HTTP or HTTPS server, which publishes its response's end on the
+ * `http.server.response.finish` channel: its socket is a server's (`socket.server`, set by `net.Server` for each
+ * connection it accepts) and its response is an `http.ServerResponse`. The socket's hidden class is shared by
+ * every connection, so reading it costs what reading the response does not.
+ */
+function servedByNode(socket: Socket, res: ServerResponse): boolean {
+  return (socket as { server?: unknown }).server != null && res instanceof ServerResponse;
+}
+
+/** The channel Node's HTTP server publishes each response's end on (held here: a channel object may be collected). */
+const responseFinish = channel('http.server.response.finish') as Channel & {
+  /** A copy of the package subscribed: one subscriber serves every copy in the process (the records are shared). */
+  [HEARD]?: true;
+  /**
+   * The channel has ended a request: its messages carry what {@link onResponseFinish} reads. Node documents its
+   * built-in channels as experimental; until one message proves them, requests keep a listener too.
+   */
+  [PROVEN]?: true;
+};
+
+/** Subscribes {@link onResponseFinish}, once for the process, when the first request needs it. */
+function hearResponseEnds(): void {
+  if (responseFinish[HEARD] === true) return;
+  responseFinish[HEARD] = true;
+  responseFinish.subscribe(onResponseFinish);
+}
+
+/**
+ * A response of Node's HTTP server ended: the scopes of its request end (an outer and an inner `fanout()`
+ * instance may both have one), found among its socket's open requests. Every response of the process passes
+ * here; one that no `fanout()` saw costs a property read on its socket.
+ */
+function onResponseFinish(message: unknown): void {
+  // Defensive: a subscriber's exception would become the process's uncaught exception.
+  if (typeof message !== 'object' || message === null) return;
+  const { request, socket } = message as { request?: IncomingMessage; socket?: Socket | null };
+  if (typeof socket !== 'object' || socket === null || request === undefined) return;
+  const open = (socket as Watched)[OPEN];
+  if (open === undefined) return;
+  const one = open.one;
+  if (one !== null && endsWith(one, request)) {
+    responseFinish[PROVEN] = true;
+    one.closed();
+  }
+  if (open.more !== null) {
+    for (const scope of [...open.more]) if (endsWith(scope, request)) scope.closed();
+  }
+}
+
+/** `scope` is `request`'s (and one of this package's: two copies share the socket's records). */
+function endsWith(scope: Scope, request: IncomingMessage): boolean {
+  return typeof scope.serves === 'function' && typeof scope.closed === 'function' && scope.serves(request);
+}
+
 function onDeadline(scope: Scope): void {
   scope.end('deadline');
 }
@@ -444,6 +508,8 @@ interface OpenRequests {
  * `req.fanout`'s accessor, installed once for the process, must.
  */
 const OPEN = Symbol.for('express-fanout.open-requests');
+const HEARD = Symbol.for('express-fanout.hears-response-ends');
+const PROVEN = Symbol.for('express-fanout.response-ends-proven');
 type Watched = Socket & { [OPEN]?: OpenRequests };
 
 function watchSocket(socket: Socket, scope: Scope): void {

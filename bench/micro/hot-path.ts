@@ -4,6 +4,7 @@
 //
 // Used by the bench (bench/scenarios/hot-path.ts, through bench/micro/run.ts on the built dist/) and by the
 // regression guard (__tests__/unit/hot-path-budget.test.ts, on lib/ through ts-jest).
+import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
@@ -176,9 +177,12 @@ function viaExpress(w: Workload, middleware: ReturnType<FanoutFactory>): { base:
       next();
     },
   );
-  const socket = new Socket();
+  // A connection as Node's server accepts it (`socket.server` set): the middleware then hears the response's end
+  // from the server's diagnostics channel, as it does in production, and adds no listener to the response.
+  const socket = Object.assign(new Socket(), { server: {} });
+  const finished = channel('http.server.response.finish');
   const through =
-    (app: Handler): One =>
+    (app: Handler, side: 'base' | 'fanout'): One =>
     () =>
       new Promise((resolve, reject) => {
         const req = new IncomingMessage(socket);
@@ -188,13 +192,17 @@ function viaExpress(w: Workload, middleware: ReturnType<FanoutFactory>): { base:
         const res = new ServerResponse(req);
         app.handle(req, res, (error?: unknown) => {
           if (error !== undefined) return reject(error);
-          // The response is over: as after `res.end()` and its 'close' (the scope and the door count it out).
+          // The response is over: as after `res.end()`, the server's 'finish' (which publishes the response's end
+          // when someone listens: the package's server, not the bare one's) and the response's 'close'.
           (res as { finished: boolean }).finished = true;
+          if (side === 'fanout' && finished.hasSubscribers) {
+            finished.publish({ request: req, response: res, socket, server: socket.server });
+          }
           res.emit('close');
           resolve(undefined);
         });
       });
-  return { base: through(baseApp), fanout: through(fanoutApp) };
+  return { base: through(baseApp, 'base'), fanout: through(fanoutApp, 'fanout') };
 }
 
 /** The baseline: the same tasks under a bare `Promise.all`, and an object of their results. */
