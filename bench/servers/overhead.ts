@@ -4,12 +4,28 @@ import { Session } from 'node:inspector';
 import { serve, variantArg } from './app';
 import { loadPackage } from './package';
 
-const variant = variantArg(['constant', 'promise-all', 'p-limit', 'fanout-all', 'fanout-all-server-timing']);
+// The last three are `Promise.all` behind a middleware, for bench/profile/paired.ts to take the package apart: a
+// no-op one, one adding a `close` listener to the response, and `fanout()` itself (its handler not using it).
+const variant = variantArg([
+  'constant',
+  'promise-all',
+  'p-limit',
+  'fanout-all',
+  'fanout-all-server-timing',
+  'noop-middleware',
+  'close-listener',
+  'fanout-middleware',
+]);
 
 const task = async (value: number): Promise<number> => value;
 // Defined once, not per request: under tsx (esbuild's keepNames) each function expression evaluated in a handler
 // pays a `__name()` call that compiled code does not, and only the fan-out variants would pay it.
 const tasks = { a: () => task(1), b: () => task(2), c: () => task(3) };
+
+const promiseAll = async (_req: unknown, res: { json(body: unknown): void }): Promise<void> => {
+  const [a, b, c] = await Promise.all([task(1), task(2), task(3)]);
+  res.json({ a, b, c });
+};
 
 // BENCH_CPU_PROFILE=<file>: a CPU profile of the server from 2 s after its start (past the warm-up's beginning) to
 // its stop, written there (bench/profile/overhead.ts; `--cpu-prof` is not allowed in NODE_OPTIONS).
@@ -45,11 +61,25 @@ serve(async (app) => {
       });
       return;
     case 'promise-all':
-      app.get('/', async (_req, res) => {
-        const [a, b, c] = await Promise.all([task(1), task(2), task(3)]);
-        res.json({ a, b, c });
-      });
+      app.get('/', promiseAll);
       return;
+    case 'noop-middleware':
+      app.use((_req, _res, next) => next());
+      app.get('/', promiseAll);
+      return;
+    case 'close-listener':
+      app.use((_req, res, next) => {
+        res.on('close', () => undefined);
+        next();
+      });
+      app.get('/', promiseAll);
+      return;
+    case 'fanout-middleware': {
+      const { fanout } = await loadPackage();
+      app.use(fanout({ serverTiming: false }));
+      app.get('/', promiseAll);
+      return;
+    }
     case 'p-limit': {
       // p-limit 7 is ESM-only; one limiter for the process, as the package has one scheduler.
       const { default: pLimit } = await import('p-limit');
