@@ -68,9 +68,8 @@ export interface Due {
 export class DeadlineQueue {
   private head: Due | null = null;
   private tail: Due | null = null;
+  /** Armed while the queue holds an entry, for a time no later than the oldest one's deadline. */
   private timer: NodeJS.Timeout | null = null;
-  /** The deadline the timer is armed for: never after the oldest entry's. */
-  private armedFor = Number.POSITIVE_INFINITY;
 
   /** Adds `due`, unless its deadline comes before the last one's (then the caller times it itself). */
   add(due: Due): boolean {
@@ -82,8 +81,8 @@ export class DeadlineQueue {
     else this.head = due;
     this.tail = due;
     due.queuedDue = true;
-    // Armed for a later deadline only when the queue was empty (an entry gone since, with a longer budget).
-    if (this.timer === null || due.deadlineAt < this.armedFor) this.arm(due.deadlineAt);
+    // Only the first entry of an empty queue arms it: every later one is due no earlier (the check above).
+    if (this.timer === null) this.arm(due.deadlineAt);
     return true;
   }
 
@@ -98,10 +97,7 @@ export class DeadlineQueue {
     due.prevDue = due.nextDue = null;
     due.queuedDue = false;
     // Nothing left to time: no timer outlives the requests (under load the queue is seldom empty).
-    if (this.head === null && this.timer !== null) {
-      this.timer = clear(this.timer);
-      this.armedFor = Number.POSITIVE_INFINITY;
-    }
+    if (this.head === null) this.timer = clear(this.timer);
   }
 
   /**
@@ -110,7 +106,6 @@ export class DeadlineQueue {
    */
   fire(): void {
     this.timer = null;
-    this.armedFor = Number.POSITIVE_INFINITY;
     for (let due = this.head; due !== null; due = this.head) {
       if (due.deadlineAt - performance.now() >= 1) return this.arm(due.deadlineAt);
       this.remove(due);
@@ -118,9 +113,9 @@ export class DeadlineQueue {
     }
   }
 
+  /** Clears first: an entry's `expire()` may have added one, and armed it, during {@link fire}. */
   private arm(deadline: number): void {
     clear(this.timer);
-    this.armedFor = deadline;
     this.timer = timerAt(deadline, onDue, this);
   }
 }

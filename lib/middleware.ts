@@ -6,7 +6,7 @@ import { Door } from './door';
 import { acquireLoopMonitor } from './loop-monitor';
 import { resolveOptions } from './options';
 import { Runtime } from './runtime';
-import { Scope, watchedScope } from './scope';
+import { hearResponseEnds, Scope, watchedScope } from './scope';
 import type { FanoutMiddleware, FanoutOptions } from './types';
 import { reportWork } from './work-time-header';
 
@@ -33,6 +33,8 @@ export function fanout(...args: unknown[]): FanoutMiddleware {
   const header = resolved.budgetHeader;
   const budgetOf = (asked: string | string[] | undefined): number => requestBudget(asked, resolved);
   explainMissingFanout();
+  // Responses' ends, from Node's HTTP server: once for the process, not a listener a request (scope.ts).
+  hearResponseEnds();
 
   const middleware = function fanoutMiddleware(req: Request, res: Response, next: NextFunction): void {
     // A request of http's has the accessor (its scope lives in `slotOf(req)`); another (a test's plain object)

@@ -231,12 +231,12 @@ export class Scope implements Fanout, CallHost, Due {
    * (which, if given, counts the request in flight until then), and the request is listed on its socket (where
    * `req.fanout` is found again if its slot is gone). A request that Node's HTTP server parsed needs no listener
    * of its own: the server publishes every response's end on the `http.server.response.finish` diagnostics
-   * channel, which one subscriber for the process hears (see {@link onResponseFinish}), and the socket's one
-   * 'close' listener hears a client that leaves first. A request from elsewhere (a test's objects, an adapter
-   * such as serverless-http that calls Express without a server) gets a 'close' listener on its response; `on`,
-   * not `once`: a response closes once, and once's wrapper cost two more allocations a request. A pipelined
-   * request waits behind the one being answered, and its `res` sees no 'close' when the client goes: the
-   * socket's does.
+   * channel, which one subscriber for the process hears (the factory subscribes it: {@link hearResponseEnds}),
+   * and the socket's one 'close' listener hears a client that leaves first. A request from elsewhere (a test's
+   * objects, an adapter such as serverless-http that calls Express without a server) gets a 'close' listener on
+   * its response; `on`, not `once`: a response closes once, and once's wrapper cost two more allocations a
+   * request. A pipelined request waits behind the one being answered, and its `res` sees no 'close' when the
+   * client goes: the socket's does.
    *
    * A response already over (an async middleware before this one let it end, or the client go) has had its
    * end: the request is over at once, and not counted.
@@ -251,9 +251,9 @@ export class Scope implements Fanout, CallHost, Due {
       this.door = door;
     }
     // Until the channel has ended a request in this process, a listener too (closed() runs once either way).
-    const served = socket !== null && servedByNode(socket, res);
-    if (served) hearResponseEnds();
-    if (!served || responseFinish[PROVEN] !== true) res.on('close', () => this.closed());
+    if (responseFinish[PROVEN] !== true || socket === null || !servedByNode(socket, res)) {
+      res.on('close', () => this.closed());
+    }
     if (socket) watchSocket(socket, this);
   }
 
@@ -457,8 +457,8 @@ const responseFinish = channel('http.server.response.finish') as Channel & {
   [PROVEN]?: true;
 };
 
-/** Subscribes {@link onResponseFinish}, once for the process, when the first request needs it. */
-function hearResponseEnds(): void {
+/** Subscribes {@link onResponseFinish}, once for the process (by the middleware factory). */
+export function hearResponseEnds(): void {
   if (responseFinish[HEARD] === true) return;
   responseFinish[HEARD] = true;
   responseFinish.subscribe(onResponseFinish);
@@ -476,19 +476,16 @@ function onResponseFinish(message: unknown): void {
   if (typeof socket !== 'object' || socket === null || request === undefined) return;
   const open = (socket as Watched)[OPEN];
   if (open === undefined) return;
-  const one = open.one;
-  if (one !== null && endsWith(one, request)) {
-    responseFinish[PROVEN] = true;
-    one.closed();
-  }
-  if (open.more !== null) {
-    for (const scope of [...open.more]) if (endsWith(scope, request)) scope.closed();
-  }
+  const ending: Scope[] = [];
+  if (serving(open.one, request)) ending.push(open.one);
+  if (open.more !== null) for (const scope of open.more) if (serving(scope, request)) ending.push(scope);
+  if (ending.length > 0) responseFinish[PROVEN] = true;
+  for (const scope of ending) scope.closed();
 }
 
-/** `scope` is `request`'s (and one of this package's: two copies share the socket's records). */
-function endsWith(scope: Scope, request: IncomingMessage): boolean {
-  return typeof scope.serves === 'function' && typeof scope.closed === 'function' && scope.serves(request);
+/** `scope` is `req`'s (and one of this package's: two copies in one process share the socket's records). */
+function serving(scope: Scope | null, req: IncomingMessage): scope is Scope {
+  return typeof scope?.serves === 'function' && typeof scope.closed === 'function' && scope.serves(req);
 }
 
 function onDeadline(scope: Scope): void {
@@ -536,12 +533,10 @@ function watchSocket(socket: Socket, scope: Scope): void {
 export function watchedScope(req: IncomingMessage): Scope | undefined {
   const open = (req.socket as Watched | null | undefined)?.[OPEN];
   if (open === undefined) return undefined;
-  const serves = (scope: Scope | null): scope is Scope =>
-    typeof scope?.serves === 'function' && scope.serves(req);
   // The last one watched: with two instances on the request, the inner one's, which `req.fanout` was.
   let found: Scope | undefined;
-  if (serves(open.one)) found = open.one;
-  if (open.more !== null) for (const scope of open.more) if (serves(scope)) found = scope;
+  if (serving(open.one, req)) found = open.one;
+  if (open.more !== null) for (const scope of open.more) if (serving(scope, req)) found = scope;
   return found;
 }
 
